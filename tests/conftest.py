@@ -71,3 +71,10 @@ def artifacts_dir() -> pathlib.Path:
     path = REPO / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+def available_devices() -> list[str]:
+    """The CPU always; CUDA too when present, so the same tests pin the GPU path."""
+    import torch
+
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import available_devices
 from course_lib import causal_mask, fused_attention, scaled_dot_product_attention, to_additive
 
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -168,3 +169,26 @@ def test_bad_masks_say_what_is_wrong():
         scaled_dot_product_attention(x, x, x, torch.zeros(3, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="dropout_p"):
         scaled_dot_product_attention(x, x, x, dropout_p=1.5)
+
+
+@pytest.mark.parametrize("device", available_devices())
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "additive", "causal"])
+def test_matches_torch_sdpa_on_every_device(device, mask_kind):
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        b, h, t_q, d = (int(x) for x in torch.randint(1, 9, (4,), generator=gen))
+        t_k = t_q if mask_kind == "causal" else int(torch.randint(1, 9, (1,), generator=gen))
+        q, k, v = torch.randn(b, h, t_q, d, generator=gen), torch.randn(b, h, t_k, d, generator=gen), torch.randn(b, h, t_k, d, generator=gen)
+        mask = {
+            "none": None,
+            "bool": torch.rand(b, 1, t_q, t_k, generator=gen) > 0.3,
+            "additive": torch.randn(1, h, t_q, t_k, generator=gen),
+            "causal": causal_mask(t_q),
+        }[mask_kind]
+        q, k, v = q.to(device), k.to(device), v.to(device)
+        mask = None if mask is None else mask.to(device)
+        out, weights = scaled_dot_product_attention(q, k, v, mask)
+        expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        rows = _rows_with_a_key(mask, weights.shape).to(device)
+        assert out.device.type == device
+        torch.testing.assert_close(out[rows], expected[rows], **TOL)

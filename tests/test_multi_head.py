@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from conftest import available_devices
 from course_lib import (
     MultiHeadAttention,
     SinusoidalPositionalEncoding,
@@ -141,3 +142,16 @@ def test_bad_inputs_say_what_is_wrong():
         split_heads(torch.randn(1, 2, 10), 3)
     with pytest.raises(ValueError, match=r"\(batch, heads, seq_len, head_dim\)"):
         merge_heads(torch.randn(2, 3, 4))
+
+
+@pytest.mark.parametrize("device", available_devices())
+def test_matches_torch_multihead_attention_on_every_device(device):
+    reference, ours = _pair(32, 4, seed=3)
+    reference, ours = reference.to(device), ours.to(device)
+    x = torch.randn(4, 10, 32, device=device)
+    memory = torch.randn(4, 7, 32, device=device)
+    keep = padding_mask([7, 5, 3, 1], device=device)
+    expected, expected_w = reference(x, memory, memory, key_padding_mask=~keep, average_attn_weights=False)
+    out, weights = ours(x, memory, key_padding_mask=keep)
+    torch.testing.assert_close(out, expected, **TOL)
+    torch.testing.assert_close(weights, expected_w, **TOL)
