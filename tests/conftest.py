@@ -28,37 +28,45 @@ def repo_root() -> pathlib.Path:
     return REPO
 
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; never `playwright install`
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 
 
-def _local_only(route):
-    """Let the page load only local files and loopback servers: proves it works offline."""
-    url = route.request.url
-    if url.startswith(("file:", "data:", "blob:", "about:")) or "://127.0.0.1" in url or "://localhost" in url:
-        return route.continue_()
-    return route.abort()
+def skip_or_fail(reason: str):
+    """Skip on a developer's machine that lacks a tool; in CI a missing tool is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
+    pytest.skip(reason)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def offline_page():
-    """A headless Chromium page that cannot reach the internet (skipped without Chromium, except in CI)."""
+    """A headless Chromium page that may load only local files and loopback servers.
+
+    ``page.blocked`` lists the URLs it tried to fetch beyond them; ``page.errors`` its script errors.
+    """
     if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} not found: install your distribution's chromium package (./course test does on Debian)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"{CHROMIUM} not found: install the chromium package (./course test does on Debian as root)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1600})
-        page.route("**/*", _local_only)
-        page.blocked = []  # URLs the page tried to fetch from the internet
-        page.on("requestfailed", lambda request: page.blocked.append(request.url))
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.blocked, page.errors = [], []
+
+        def local_only(route):
+            url = route.request.url
+            if url.startswith(("file:", "data:", "blob:", "about:")) or "://127.0.0.1" in url or "://localhost" in url:
+                route.continue_()
+            else:
+                page.blocked.append(url)
+                route.abort()
+
+        page.route("**/*", local_only)
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
         try:
             yield page
         finally:
