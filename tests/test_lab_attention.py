@@ -1,0 +1,259 @@
+"""Lab 01 (attention): its hidden checks, its notebooks, and real nbgrader round trips.
+
+Fast tests call the checks of ``course_lib.grading.attention_lab`` directly: the ``course_lib``
+reference passes all of them, and each known mistake in ``tests/fixtures/lab_attention/`` fails
+exactly the checks its ``FAILS`` names, with a message that says why. The slow tests run the real
+nbgrader command line through ``scripts/labs.py`` in a scratch course directory and read the
+real gradebook: the solution scores full marks, the untouched student version 0, and each
+mistake loses exactly the points of the cells it names.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import course_lib
+from course_lib.grading import attention_lab, checks
+from course_lib.grading.checks import CheckFailed
+
+REPO = Path(__file__).resolve().parent.parent
+LAB = attention_lab.ASSIGNMENT
+SOURCE = REPO / "labs" / "source" / LAB / f"{attention_lab.NOTEBOOK}.ipynb"
+RELEASE = REPO / "labs" / "release" / LAB / f"{attention_lab.NOTEBOOK}.ipynb"
+MISTAKES_DIR = Path(__file__).parent / "fixtures" / "lab_attention"
+MISTAKES = sorted(MISTAKES_DIR.glob("*.py"))
+POINTS = {c.grade_id: c.points for c in attention_lab.RUBRIC}
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+labs_script = _load(REPO / "scripts" / "labs.py", "labs_script")
+
+
+def _run_rubric(functions: dict) -> dict[str, str]:
+    """Run every check with ``functions`` (name -> callable, course_lib's for missing names);
+    return ``{grade_id: failure message}`` of the checks that failed."""
+    failures = {}
+    for criterion in attention_lab.RUBRIC:
+        try:
+            criterion.check(*(functions.get(n, getattr(course_lib, n)) for n in criterion.functions))
+        except AssertionError as error:
+            failures[criterion.grade_id] = str(error)
+    return failures
+
+
+def _notebook(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _source(cell) -> str:
+    return "".join(cell["source"])
+
+
+# --- the checks, called directly -------------------------------------------------------------
+
+def test_reference_implementation_passes_every_check():
+    assert _run_rubric({}) == {}
+
+
+@pytest.mark.parametrize("mistake", MISTAKES, ids=lambda p: p.stem)
+def test_each_mistake_fails_exactly_its_checks_with_a_hint(mistake):
+    module = _load(mistake, f"lab_attention_mistake_{mistake.stem}")
+    functions = {name: getattr(module, name) for name in dir(module) if callable(getattr(module, name))}
+    failures = _run_rubric(functions)
+    assert set(failures) == set(module.FAILS), failures
+    for grade_id, phrase in module.FAILS.items():
+        assert phrase in failures[grade_id], failures[grade_id]
+        assert "\nHint: " in failures[grade_id], failures[grade_id]
+
+
+def test_unimplemented_function_fails_every_check_and_says_so():
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    failures = _run_rubric({c.functions[0]: stub for c in attention_lab.RUBRIC})
+    assert set(failures) == set(POINTS)
+    assert all("raised NotImplementedError" in m and "replace the `raise NotImplementedError()`" in m
+               for m in failures.values())
+
+
+def test_checks_run_on_the_course_device_and_are_reproducible():
+    seen = []
+
+    def spy(q, k, v, mask=None):
+        seen.append((q.device, q.clone().cpu()))
+        return course_lib.scaled_dot_product_attention(q, k, v, mask)
+
+    attention_lab.check_scaling(spy)
+    first = list(seen)
+    seen.clear()
+    attention_lab.check_scaling(spy)
+    assert {device.type for device, _ in first} == {course_lib.get_device().type}
+    assert len(first) == len(seen) == attention_lab.TRIALS
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(first, seen))
+    assert len({tuple(q.shape) for _, q in first}) > 1  # the trials do vary the shapes
+
+
+def test_student_code_that_edits_its_inputs_in_place_is_still_graded_correctly():
+    def scales_q_in_place(q, k, v, mask=None):
+        q /= math.sqrt(q.shape[-1])  # legal for the student: q is their copy
+        weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+        return weights @ v, weights
+
+    attention_lab.check_scaling(scales_q_in_place)
+
+
+def test_mask_check_reports_a_mask_that_leaks_as_nonzero_blocked_weights():
+    def additive_minus_one(q, k, v, mask=None):  # -1 instead of -inf: blocked keys keep some weight
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        weights = torch.softmax(scores.masked_fill(~mask, -1.0) if mask is not None else scores, dim=-1)
+        return weights @ v, weights
+
+    with pytest.raises(CheckFailed, match="weights where mask is False should be 0") as failure:
+        attention_lab.check_mask(additive_minus_one)
+    assert "-inf" in failure.value.hint
+
+
+def test_output_check_names_the_values_when_the_output_uses_the_keys():
+    def returns_weights_times_keys(q, k, v, mask=None):
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        return weights @ k, weights
+
+    with pytest.raises(CheckFailed, match=r"output has shape .* expected \(\.\.\., T_q, d_v\)"):
+        attention_lab.check_output(returns_weights_times_keys)
+
+
+def test_expect_close_reports_the_largest_difference_and_where():
+    expected = torch.zeros(2, 3)
+    actual = expected.clone()
+    actual[1, 2] = 0.5
+    with pytest.raises(CheckFailed, match=r"largest difference 0\.5 at index \(1, 2\)"):
+        checks.expect_close(actual, expected, name="x")
+    checks.expect_close(expected + 1e-7, expected, name="x")  # within tolerance
+
+
+def test_expect_tensor_explains_a_missing_return():
+    with pytest.raises(CheckFailed) as failure:
+        checks.expect_tensor(None, name="weights")
+    assert "forget a `return`" in failure.value.hint
+
+
+# --- the notebooks ----------------------------------------------------------------------------
+
+def test_source_notebook_grade_cells_follow_the_rubric():
+    cells = [c for c in _notebook(SOURCE)["cells"] if c["metadata"].get("nbgrader", {}).get("grade")]
+    assert {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"] for c in cells} == POINTS
+    by_id = {c.grade_id: c for c in attention_lab.RUBRIC}
+    for cell in cells:
+        criterion = by_id[cell["metadata"]["nbgrader"]["grade_id"]]
+        hidden = re.search(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", _source(cell), re.S)
+        assert hidden, f"{criterion.grade_id} has no hidden tests"
+        call = f"attention_lab.{criterion.check.__name__}({', '.join(criterion.functions)})"
+        assert call in hidden.group(1), f"{criterion.grade_id} should call {call}"
+
+
+def test_every_graded_function_has_a_solution_cell():
+    solutions = labs_script.solution_code(SOURCE)
+    defined = {name for code in solutions.values() for name in re.findall(r"^def (\w+)\(", code, re.M)}
+    assert defined == {name for c in attention_lab.RUBRIC for name in c.functions}
+    assert not any("BEGIN SOLUTION" in code for code in solutions.values())
+
+
+@pytest.mark.parametrize("path", [SOURCE, RELEASE], ids=["source", "release"])
+def test_committed_notebooks_have_no_outputs(path):
+    for cell in _notebook(path)["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, cell["id"]
+
+
+def test_release_hides_solutions_and_hidden_tests_but_keeps_visible_tests():
+    text = RELEASE.read_text(encoding="utf-8")
+    assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text and "attention_lab.check" not in text
+    assert "masked_fill" not in text  # no piece of the solution leaked
+    release_cells = {c["id"]: _source(c) for c in _notebook(RELEASE)["cells"]}
+    assert release_cells["sdpa"].count("raise NotImplementedError()") == 1
+    assert "torch.allclose(weights.sum(dim=-1)" in release_cells["test_sdpa_distribution"]
+
+
+def test_mistake_files_replace_only_the_cells_of_their_functions():
+    solutions = labs_script.solution_code(SOURCE)
+    replaced = labs_script.mistake_code(MISTAKES_DIR / "two_mistakes.py", solutions)
+    assert set(replaced) == {"sdpa", "causal_mask"}
+    assert replaced["causal_mask"].startswith("def causal_mask(size):") and ".tril(-1)" in replaced["causal_mask"]
+
+
+# --- real nbgrader round trips ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """One `scripts/labs.py grade` run (generate, autograde, feedback, export) over every student."""
+    root = tmp_path_factory.mktemp("lab_attention")
+    students = labs_script.write_submissions(LAB, MISTAKES_DIR, root / "submissions")
+    scores = labs_script.grade(root / "submissions", root / "out", [LAB])[LAB]
+    return {"root": root, "students": students, "scores": scores}
+
+
+def _failed_cells(cells: dict[str, tuple[float, float]]) -> set[str]:
+    return {grade_id for grade_id, (score, max_score) in cells.items() if score < max_score}
+
+
+@pytest.mark.slow
+def test_solution_scores_full_marks_and_stub_scores_zero(graded):
+    solution, stub = graded["scores"]["solution"], graded["scores"]["stub"]
+    assert solution == {grade_id: (points, points) for grade_id, points in POINTS.items()}
+    assert stub == {grade_id: (0.0, points) for grade_id, points in POINTS.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mistake", MISTAKES, ids=lambda p: p.stem)
+def test_each_mistake_loses_exactly_the_points_of_its_cells(graded, mistake):
+    expected_failures = set(_load(mistake, f"lab_attention_mistake_{mistake.stem}").FAILS)
+    cells = graded["scores"][mistake.stem]
+    assert set(cells) == set(POINTS)
+    assert _failed_cells(cells) == expected_failures
+    assert all(cells[g][0] == 0 for g in expected_failures)  # a failed cell scores 0, not partial credit
+    total = sum(score for score, _ in cells.values())
+    assert total == sum(POINTS.values()) - sum(POINTS[g] for g in expected_failures)
+
+
+@pytest.mark.slow
+def test_grades_csv_and_feedback_carry_the_scores_and_hints(graded):
+    out = graded["root"] / "out"
+    with open(out / "grades.csv", newline="") as f:
+        rows = {row["student_id"]: row for row in csv.DictReader(f)}
+    assert set(rows) == set(graded["students"])
+    for student, cells in graded["scores"].items():
+        assert float(rows[student]["score"]) == sum(score for score, _ in cells.values())
+        assert float(rows[student]["max_score"]) == sum(POINTS.values())
+    feedback_file = out / "course" / "feedback" / "no_scaling" / LAB / f"{attention_lab.NOTEBOOK}.html"
+    feedback = feedback_file.read_text(encoding="utf-8")
+    assert "you forgot to divide the scores by √d" in feedback
+
+
+@pytest.mark.slow
+def test_committed_release_equals_a_fresh_generation(graded):
+    fresh = graded["root"] / "out" / "course" / "release" / LAB  # generated by the grading run
+    assert labs_script.compare_releases(RELEASE.parent, fresh) == []
+
+
+@pytest.mark.slow
+def test_nbgrader_validate_passes_the_source_and_fails_every_test_of_the_release(tmp_path):
+    course = labs_script.scratch_course(tmp_path / "course")
+    out = labs_script.nbgrader(course, "validate", str(SOURCE))
+    assert "Success! Your notebook passes all the tests." in out
+    out = labs_script.nbgrader(course, "validate", "--invert", str(RELEASE))
+    assert "Success! The notebook does not pass any tests." in out
