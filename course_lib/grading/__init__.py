@@ -4,10 +4,15 @@
   ``course_lib`` reference, fail with a message that says what is wrong and hints why.
 * :mod:`course_lib.grading.attention_lab`: lab 01 (attention, masks, head split/merge).
 
+* :mod:`course_lib.grading.sandbox` and :mod:`course_lib.grading.autograder`: grading from outside
+  the student's kernel: each graded part runs the student's cells in a fresh sandboxed process,
+  the trusted parent runs the lab's checks on what comes back and writes the gradebook
+  (``scripts/grade.py``).
+
 A lab's hidden test cells only import its module and call one check per cell, e.g.
 ``attention_lab.check_scaling(scaled_dot_product_attention)``; the module's ``RUBRIC`` maps each
-grade cell to its check and points. Not covered: running notebooks (nbgrader does that, see
-``scripts/labs.py``) and sandboxing student code.
+grade cell to its check and points. Not covered: nbgrader's own notebook execution (see
+``scripts/labs.py``).
 """
 from .checks import CheckFailed, Criterion
 

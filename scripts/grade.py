@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Sandboxed autograding of the labs: safe for untrusted submissions (unlike `scripts/labs.py grade`).
+
+    python scripts/grade.py SUBMISSIONS --out DIR [--lab LAB ...] [--workers 2] [--timeout 60]
+
+SUBMISSIONS is laid out as <student>/<lab>/<notebook>.ipynb. The first run makes an nbgrader
+course directory DIR/course (sources copied from labs/, `nbgrader generate_assignment` records the
+grade cells in DIR/course/gradebook.db). Every graded part of every notebook then runs in a fresh
+sandboxed process (see course_lib/grading/sandbox.py); the scores go to the gradebook, and
+
+    DIR/grades.csv                       `nbgrader export` of the gradebook
+    DIR/feedback/<student>/<lab>.txt     points per part and, for a failed part, the check's message
+                                         and hint (never the hidden test's source)
+
+Students already graded in DIR are skipped: after an interruption, run the same command again.
+Nothing here runs student code outside the sandbox. Linux only; as root, the sandbox also drops
+to unprivileged uids and hides the gradebook, the hidden checks and the other submissions.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import labs
+from course_lib.grading import autograder
+from course_lib.grading.sandbox import Limits
+
+
+def submissions_of(folder: Path, lab: str, notebook: str) -> dict[str, Path]:
+    """``{student: notebook path}`` for every ``folder/<student>/<lab>/`` (the file may be missing)."""
+    return {d.parent.name: d / f"{notebook}.ipynb" for d in sorted(folder.glob(f"*/{lab}")) if d.is_dir()}
+
+
+def write_feedback(out: Path, lab: str, module, student: str, result: autograder.NotebookResult) -> Path:
+    lines = [f"{lab}: {result.total:g} / {sum(m for _, m in result.scores.values()):g} points", ""]
+    if result.error:
+        lines += [f"Your notebook could not be graded: {result.error}", ""]
+    for criterion in module.RUBRIC:
+        score, possible = result.scores[criterion.grade_id]
+        lines.append(f"[{score:g}/{possible:g}] {criterion.description}")
+        if criterion.grade_id in result.messages:
+            lines += ["    " + line for line in result.messages[criterion.grade_id].splitlines()]
+    path = out / "feedback" / student / f"{lab}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("submissions", type=Path, help="folder laid out as <student>/<lab>/<notebook>.ipynb")
+    parser.add_argument("--out", type=Path, required=True, help="course directory, grades.csv and feedback go here")
+    parser.add_argument("--lab", action="append", dest="labs", help="lab to grade (default: every lab submitted)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel grading processes (default: 2)")
+    parser.add_argument("--timeout", type=float, default=Limits.wall_seconds,
+                        help="seconds one graded part may take, in total (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    modules = autograder.lab_modules()
+    labs_to_grade = args.labs or sorted({p.name for p in args.submissions.glob("*/*") if p.name in modules})
+    course = args.out.resolve() / "course"
+    fresh = not course.exists()
+    if fresh:
+        labs.scratch_course(course)
+    for lab in labs_to_grade:
+        if lab not in modules:
+            parser.error(f"no rubric for lab {lab!r} in course_lib.grading (known: {', '.join(sorted(modules))})")
+        if fresh:
+            labs.generate_release(course, lab)
+        module = modules[lab]
+        results = autograder.grade_batch(
+            course, lab, submissions_of(args.submissions, lab, module.NOTEBOOK), workers=args.workers,
+            limits=Limits(wall_seconds=args.timeout, cpu_seconds=int(args.timeout) + 5))
+        for student, result in sorted(results.items()):
+            write_feedback(args.out, lab, module, student, result)
+            lost = sorted(g for g, (s, m) in result.scores.items() if s < m)
+            note = result.error or ("lost: " + ", ".join(lost) if lost else "")
+            print(f"{lab}  {student:<30} {result.total:g}/{sum(m for _, m in result.scores.values()):g}  {note}")
+    labs.nbgrader(course, "export", "--to", str((args.out / "grades.csv").resolve()))
+    print(f"grades: {args.out / 'grades.csv'}, feedback: {args.out / 'feedback'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
