@@ -14,7 +14,12 @@ sandboxed process (see course_lib/grading/sandbox.py); the scores go to the grad
 
 Students already graded in DIR are skipped: after an interruption, run the same command again.
 Nothing here runs student code outside the sandbox. Linux only; as root, the sandbox also drops
-to unprivileged uids and hides the gradebook, the hidden checks and the other submissions.
+to unprivileged uids and hides the gradebook, the hidden checks and the other submissions. When
+isolation is weaker than that (not root, namespaces refused), a WARNING on stderr lists what is
+missing. With CUDA, student code and the reference run on the GPU, one graded part at a time.
+
+Feedback is the text file above; nbgrader's executed feedback notebook (HTML) is not produced
+yet, because nbgrader would run the student's notebook unsandboxed.
 """
 from __future__ import annotations
 
@@ -48,6 +53,15 @@ def write_feedback(out: Path, lab: str, module, student: str, result: autograder
     return path
 
 
+def print_warnings(warnings: set[str]) -> None:
+    """Say loudly, on stderr, when the sandbox could not isolate student code fully."""
+    if warnings:
+        print("WARNING: the sandbox's isolation was weakened on this machine (run as root on Linux with "
+              "namespaces for full isolation; do not grade untrusted submissions like this):", file=sys.stderr)
+        for warning in sorted(warnings):
+            print(f"  - {warning}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("submissions", type=Path, help="folder laid out as <student>/<lab>/<notebook>.ipynb")
@@ -58,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds one graded part may take, in total (default: %(default)s)")
     args = parser.parse_args(argv)
 
-    modules = autograder.lab_modules()
+    modules, warnings = autograder.lab_modules(), set()
     labs_to_grade = args.labs or sorted({p.name for p in args.submissions.glob("*/*") if p.name in modules})
     course = args.out.resolve() / "course"
     fresh = not course.exists()
@@ -72,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         module = modules[lab]
         results = autograder.grade_batch(
             course, lab, submissions_of(args.submissions, lab, module.NOTEBOOK), workers=args.workers,
-            limits=Limits(wall_seconds=args.timeout, cpu_seconds=int(args.timeout) + 5))
+            limits=Limits(wall_seconds=args.timeout, cpu_seconds=int(args.timeout) + 5), warnings=warnings)
         for student, result in sorted(results.items()):
             write_feedback(args.out, lab, module, student, result)
             lost = sorted(g for g, (s, m) in result.scores.items() if s < m)
@@ -80,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{lab}  {student:<30} {result.total:g}/{sum(m for _, m in result.scores.values()):g}  {note}")
     labs.nbgrader(course, "export", "--to", str((args.out / "grades.csv").resolve()))
     print(f"grades: {args.out / 'grades.csv'}, feedback: {args.out / 'feedback'}")
+    print_warnings(warnings)
     return 0
 
 

@@ -8,6 +8,7 @@ source, and a rerun that grades nobody twice.
 """
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import subprocess
@@ -17,12 +18,15 @@ from pathlib import Path
 import pytest
 
 from course_lib.grading import attention_lab, autograder
+from course_lib.grading.sandbox import Limits, Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = attention_lab.ASSIGNMENT
 SOURCE = REPO / "labs" / "source" / LAB / f"{attention_lab.NOTEBOOK}.ipynb"
 RELEASE = REPO / "labs" / "release" / LAB / f"{attention_lab.NOTEBOOK}.ipynb"
 POINTS = {c.grade_id: float(c.points) for c in attention_lab.RUBRIC}
+sys.path.insert(0, str(REPO / "scripts"))
+import labs as labs_script  # scripts/labs.py
 
 
 def test_every_lab_module_with_a_rubric_is_found():
@@ -43,6 +47,53 @@ def test_a_part_gets_only_the_solution_cells_defining_its_functions():
     notebook["cells"].append({"cell_type": "code", "metadata": {"nbgrader": {"solution": True}},
                               "source": "def causal_mask(size:\n    pass"})  # a later, broken redefinition
     assert autograder.part_source(notebook, ["causal_mask"]).endswith("def causal_mask(size:\n    pass")
+
+
+def test_a_part_runs_set_up_then_reference_helpers_then_the_students_cells():
+    source, notebook = autograder.load_notebook(SOURCE), autograder.load_notebook(RELEASE)
+    notebook["cells"].append({"cell_type": "code", "metadata": {"nbgrader": {"solution": True}},
+                              "source": "def causal_mask(size):\n    return 'mine'"})
+    code = autograder.criterion_source(source, notebook, ["causal_mask"])
+    setup, helper, mine = (code.index(s) for s in ("import torch", "def split_heads", "return 'mine'"))
+    assert setup < helper < mine
+    assert code.count("def causal_mask") == 2  # the release stub and the student's: never the reference's
+    assert "BEGIN HIDDEN TESTS" not in code and "attention_lab" not in code
+
+
+def _fails(mistake: Path) -> set[str]:
+    tree = ast.parse(mistake.read_text(encoding="utf-8"))
+    return set(ast.literal_eval(next(n.value for n in tree.body
+                                     if isinstance(n, ast.Assign) and n.targets[0].id == "FAILS")))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab", sorted(autograder.lab_modules()))
+def test_the_sandboxed_grader_serves_every_lab_through_its_rubric(lab, tmp_path):
+    """Each lab's solution scores full marks and each known mistake loses exactly its cells."""
+    module = autograder.lab_modules()[lab]
+    mistakes = REPO / "tests" / "fixtures" / f"lab_{lab.split('_', 1)[1]}"
+    if not mistakes.is_dir():
+        pytest.skip(f"no known mistakes for {lab} in tests/fixtures")
+    source = autograder.load_notebook(REPO / "labs" / "source" / lab / f"{module.NOTEBOOK}.ipynb")
+    students = labs_script.write_submissions(lab, mistakes, tmp_path)
+    with Sandbox(Limits(wall_seconds=30), autograder.default_hidden_paths()) as box:
+        results = {s: autograder.grade_notebook(box, module, path, source) for s, path in students.items()}
+    points = {c.grade_id: float(c.points) for c in module.RUBRIC}
+    assert results["solution"].scores == {g: (p, p) for g, p in points.items()}, results["solution"].messages
+    assert results["stub"].total == 0
+    for mistake in mistakes.glob("*.py"):
+        lost = {g for g, (score, _) in results[mistake.stem].scores.items() if score == 0}
+        assert lost == _fails(mistake), (mistake.stem, results[mistake.stem].messages)
+
+
+def test_the_command_warns_on_stderr_only_when_isolation_is_weakened(capsys):
+    import grade as grade_script  # scripts/grade.py
+
+    grade_script.print_warnings(set())
+    assert capsys.readouterr().err == ""
+    grade_script.print_warnings({"no net namespace (unshare failed): the sandbox is weaker"})
+    err = capsys.readouterr().err
+    assert err.startswith("WARNING: the sandbox's isolation was weakened") and "no net namespace" in err
 
 
 @pytest.mark.parametrize("text, phrase", [('{"cells": [', "corrupt JSON"), ("[1, 2]", "no list of cells"),

@@ -2,7 +2,9 @@
 
 For each :class:`~course_lib.grading.checks.Criterion` of a lab's ``RUBRIC`` the grader sends a
 :class:`~course_lib.grading.sandbox.Sandbox` only the trusted set-up cell of the lab's *source*
-notebook plus the student's solution cells that define the criterion's functions, then runs the
+notebook, the source's reference solutions of the *other* functions (helpers a student's function
+may call, so a mistake costs only its own cell) and the student's solution cells that define the
+criterion's functions, in that order (see :func:`criterion_source`), then runs the
 unchanged ``criterion.check`` here, in the trusted process, on proxies of those functions. The
 student's test cells are never used, so edited, deleted, duplicated or retyped test cells change
 nothing, and no student code runs in this process.
@@ -30,8 +32,9 @@ from pathlib import Path
 from .sandbox import Limits, Sandbox, SandboxError
 
 __all__ = [
-    "NotebookResult", "SubmissionError", "default_hidden_paths", "grade_batch", "grade_notebook", "graded_students",
-    "lab_modules", "load_notebook", "part_source", "record", "setup_source",
+    "NotebookResult", "SubmissionError", "criterion_source", "default_hidden_paths", "grade_batch", "grade_notebook", "graded_students",
+    "grading_device",
+    "lab_modules", "load_notebook", "part_source", "record", "reference_source", "setup_source",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -57,7 +60,7 @@ def lab_modules() -> dict[str, object]:
     """``{assignment: module}`` of every ``course_lib.grading`` module that declares a lab's ``RUBRIC``."""
     found = {}
     for info in pkgutil.iter_modules([str(PACKAGE_DIR)]):
-        if info.name in ("sandbox", "autograder", "checks"):
+        if info.name.startswith("sandbox") or info.name in ("autograder", "checks", "feedback"):
             continue
         module = importlib.import_module(f"{__package__}.{info.name}")
         if hasattr(module, "RUBRIC") and hasattr(module, "ASSIGNMENT"):
@@ -113,8 +116,27 @@ def part_source(notebook: dict, names: Iterable[str]) -> str:
                        and _nbgrader(cell).get("solution") and _defines(_text(cell), names))
 
 
-def grade_notebook(sandbox: Sandbox, module, notebook_path: Path, setup: str) -> NotebookResult:
-    """Score one submitted notebook against ``module.RUBRIC``, each criterion in its own sandboxed process."""
+def reference_source(source_notebook: dict, exclude: Iterable[str]) -> str:
+    """The source notebook's solution cells that define none of ``exclude`` (the trusted helpers)."""
+    exclude = set(exclude)
+    return "\n\n".join(_text(cell) for cell in source_notebook["cells"]
+                       if cell.get("cell_type") == "code" and _nbgrader(cell).get("solution")
+                       and not _defines(_text(cell), exclude))
+
+
+def criterion_source(source_notebook: dict, notebook: dict, functions: Iterable[str]) -> str:
+    """What one graded part runs: set-up, reference helpers, then the student's cells for ``functions``."""
+    return "\n\n".join([setup_source(source_notebook), reference_source(source_notebook, functions),
+                        part_source(notebook, functions)])
+
+
+def grade_notebook(sandbox: Sandbox, module, notebook_path: Path, source_notebook: dict,
+                   device: str = "cpu") -> NotebookResult:
+    """Score one submitted notebook against ``module.RUBRIC``, each criterion in its own sandboxed process.
+
+    ``device``: where the student's functions compute (the checks' own inputs and reference run on
+    :func:`course_lib.get_device`, in this process).
+    """
     scores = {c.grade_id: (0.0, float(c.points)) for c in module.RUBRIC}
     try:
         notebook = load_notebook(notebook_path)
@@ -122,8 +144,8 @@ def grade_notebook(sandbox: Sandbox, module, notebook_path: Path, setup: str) ->
         return NotebookResult(scores, error=str(error))
     messages = {}
     for criterion in module.RUBRIC:
-        source = f"{setup}\n\n{part_source(notebook, criterion.functions)}"
-        with sandbox.run(source, criterion.functions) as part:
+        source = criterion_source(source_notebook, notebook, criterion.functions)
+        with sandbox.run(source, criterion.functions, device=device) as part:
             try:
                 criterion.check(*(part.function(name) for name in criterion.functions))
                 scores[criterion.grade_id] = (float(criterion.points), float(criterion.points))
@@ -176,35 +198,54 @@ def default_hidden_paths(*extra: Path) -> list[Path]:
 _worker: dict = {}
 
 
-def _start_worker(limits: Limits, hidden: list[Path], lab: str, setup: str) -> None:
-    _worker.update(sandbox=Sandbox(limits, hidden), module=lab_modules()[lab], setup=setup)
+def _start_worker(limits: Limits, hidden: list[Path], lab: str, source: dict, device: str, gpu_lock: Path) -> None:
+    _worker.update(sandbox=Sandbox(limits, hidden, gpu_lock=gpu_lock), module=lab_modules()[lab], source=source,
+                   device=device)
 
 
-def _grade_in_worker(student: str, path: str) -> tuple[str, NotebookResult]:
-    return student, grade_notebook(_worker["sandbox"], _worker["module"], Path(path), _worker["setup"])
+def _grade_in_worker(student: str, path: str) -> tuple[str, NotebookResult, list[str]]:
+    result = grade_notebook(_worker["sandbox"], _worker["module"], Path(path), _worker["source"], _worker["device"])
+    return student, result, sorted(_worker["sandbox"].warnings)
+
+
+def grading_device() -> str:
+    """``"cuda"`` when the course runs on a GPU (:func:`course_lib.get_device`), else ``"cpu"``.
+
+    Only this (trusted) process asks; the sandbox's zygote never touches CUDA, so its forked
+    children can each start their own CUDA context.
+    """
+    from ..device import get_device
+
+    return "cuda" if get_device().type == "cuda" else "cpu"
 
 
 def grade_batch(course_dir: Path, lab: str, submissions: dict[str, Path], *, workers: int = 2,
                 limits: Limits | None = None, hidden_paths: Iterable[Path] = (), progress: bool = True,
-                source_notebook: Path | None = None) -> dict[str, NotebookResult]:
+                source_notebook: Path | None = None, device: str | None = None,
+                warnings: set[str] | None = None) -> dict[str, NotebookResult]:
     """Grade ``{student: notebook path}`` into ``course_dir/gradebook.db``; return the results of this run.
 
     The lab must already be in the gradebook (``nbgrader generate_assignment``). Students already
     fully graded are skipped. ``workers=0`` grades in this process (with one sandbox), for tests.
+    ``device`` (default :func:`grading_device`): on ``"cuda"``, student code runs on the GPU, one
+    part at a time across all workers (a lock file in ``course_dir``). The sandboxes' warnings
+    about weakened isolation are added to ``warnings``.
     """
     from nbgrader.api import Gradebook
     from tqdm import tqdm
 
-    module, limits = lab_modules()[lab], limits or Limits()
+    module, limits, device = lab_modules()[lab], limits or Limits(), device or grading_device()
+    warnings = warnings if warnings is not None else set()
     course_dir = Path(course_dir).resolve()
     source_notebook = source_notebook or course_dir / "source" / lab / f"{module.NOTEBOOK}.ipynb"
-    setup = setup_source(load_notebook(source_notebook))
+    source = load_notebook(source_notebook)
     if os.geteuid() == 0:
         course_dir.chmod(0o700)  # the sandbox's uids must not read the gradebook even without mount namespaces
     hidden = default_hidden_paths(course_dir, *{Path(p).resolve().parent.parent.parent for p in submissions.values()},
                                   *hidden_paths)
     grade_ids = [c.grade_id for c in module.RUBRIC]
     results: dict[str, NotebookResult] = {}
+    gpu_lock = course_dir / ".gpu.lock"  # inside the course folder: hidden from every sandboxed part
     with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}") as gradebook:
         done = graded_students(gradebook, lab, module.NOTEBOOK, grade_ids)
         todo = {s: p for s, p in sorted(submissions.items()) if s not in done}
@@ -216,14 +257,17 @@ def grade_batch(course_dir: Path, lab: str, submissions: dict[str, Path], *, wor
             bar.update()
 
         if workers <= 0:
-            with Sandbox(limits, hidden) as sandbox:
+            with Sandbox(limits, hidden, gpu_lock=gpu_lock) as sandbox:
                 for student, path in todo.items():
-                    finish(student, grade_notebook(sandbox, module, path, setup))
+                    finish(student, grade_notebook(sandbox, module, path, source, device))
+                    warnings.update(sandbox.warnings)
         elif todo:
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
-                                     initargs=(limits, hidden, lab, setup)) as pool:
+                                     initargs=(limits, hidden, lab, source, device, gpu_lock)) as pool:
                 futures = [pool.submit(_grade_in_worker, student, str(path)) for student, path in todo.items()]
                 for future in as_completed(futures):
-                    finish(*future.result())
+                    student, result, seen = future.result()
+                    finish(student, result)
+                    warnings.update(seen)
         bar.close()
     return results
