@@ -1,0 +1,263 @@
+"""Peak memory of the Reformer's four tricks on CPU, after the Reformer blog post's four tables.
+
+    python scripts/bench_reformer.py                      # all four tables (~5 minutes on 2 cores)
+    python scripts/bench_reformer.py --quick              # smaller sizes (~1 minute)
+    python scripts/bench_reformer.py --plot out.png --max-global-gb 4
+
+Tables (course_lib.reformer models, fp32, CPU):
+
+1. inference: global attention (chunk length = sequence length, no look-back: full T×T scores)
+   vs local + LSH attention (chunks of 64, one chunk of look-back), against the sequence length;
+2. inference with a big feed-forward (d_ff = 16384, one head): unchunked vs chunked (``--ff-chunk``,
+   default 64; the blog's 1 works too but is weight-bandwidth bound on CPU: minutes);
+3. training (forward + backward) with 2, 4 and 8 layers: ordinary autograd vs reversible layers,
+   and the memory each added layer costs;
+4. position embeddings for ``google/reformer-crime-and-punishment`` (n_max = 524,288): parameter
+   counts of the whole model and inference memory, standard table vs axial.
+
+How memory is measured: every configuration runs in a fresh Python process. After imports the
+child resets the kernel's peak-RSS counter (``echo 5 > /proc/self/clear_refs``), notes its
+resident memory, builds the model, runs it, and reads the peak (``VmHWM``). The tables report the
+peak *above* that baseline: weights, activations and temporaries, not the Python interpreter and
+torch libraries. This is a real measurement (Linux only), not an estimate; it includes allocator
+slack. Global attention is skipped where its score tensors alone would exceed ``--max-global-gb``
+(the machine is shared); the table says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+# --- child: one measurement ------------------------------------------------------------------
+
+def _status_mb(field: str) -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
+
+
+def _settings(**overrides):
+    from course_lib.reformer import ReformerSettings
+
+    base = dict(vocab_size=256, hidden_size=128, num_attention_heads=1, attention_head_size=64,
+                attn_layers=["local", "lsh"], feed_forward_size=512, local_attn_chunk_length=64,
+                lsh_attn_chunk_length=64, num_buckets=8, num_hashes=1, hash_seed=0, is_decoder=True,
+                max_position_embeddings=65536, axial_pos_shape=(256, 256), axial_pos_embds_dim=(64, 64))
+    base.update(overrides)
+    return ReformerSettings(**base)
+
+
+def lsh_buckets(seq_len: int, chunk: int):
+    """HF's rule: about 2·T/c buckets, a power of two, factorized in two when above 128."""
+    power = (2 * seq_len // chunk).bit_length() - 1
+    return 2 ** power if power <= 7 else [2 ** (power // 2), 2 ** (power - power // 2)]
+
+
+def run_child(job: dict) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    from course_lib.reformer import ReformerModel
+
+    kind, seq_len, batch = job["kind"], job["seq_len"], job.get("batch", 1)
+    if kind == "attention":
+        if job["mode"] == "global":
+            s = _settings(local_attn_chunk_length=seq_len, lsh_attn_chunk_length=seq_len,
+                          local_num_chunks_before=0, lsh_num_chunks_before=0)
+        else:
+            s = _settings(num_buckets=lsh_buckets(seq_len, 64))
+        train = False
+    elif kind == "feed_forward":
+        s = _settings(hidden_size=256, axial_pos_embds_dim=(64, 192), feed_forward_size=16384,
+                      num_buckets=lsh_buckets(seq_len, 64), chunk_size_feed_forward=job["chunk"])
+        train = False
+    elif kind == "reversible":
+        s = _settings(hidden_size=256, num_attention_heads=2, axial_pos_embds_dim=(64, 192),
+                      feed_forward_size=1024, attn_layers=["local", "lsh"] * (job["layers"] // 2),
+                      num_buckets=lsh_buckets(seq_len, 64), max_position_embeddings=4096,
+                      axial_pos_shape=(64, 64))
+        train = True
+    elif kind == "axial":
+        s = _settings(vocab_size=320, hidden_size=256, num_attention_heads=2, attn_layers=["local", "lsh"] * 3,
+                      num_buckets=[64, 128], max_position_embeddings=524288, axial_pos_embds=job["axial"],
+                      axial_pos_shape=(512, 1024), axial_pos_embds_dim=(64, 192))
+        train = False
+    else:
+        raise ValueError(kind)
+
+    open("/proc/self/clear_refs", "w").write("5")  # reset the peak: imports do not count
+    baseline = _status_mb("VmRSS")
+    start = time.perf_counter()
+    model = ReformerModel(s, reversible=job.get("reversible", True))
+    ids = torch.randint(0, s.vocab_size, (batch, seq_len))
+    if train:
+        model.train()
+        model(ids).pow(2).mean().backward()
+    else:
+        model.eval()
+        with torch.no_grad():
+            model(ids)
+    return {"peak_mb": _status_mb("VmHWM") - baseline, "seconds": time.perf_counter() - start,
+            "parameters": model.num_parameters()}
+
+
+# --- parent: tables and plot -----------------------------------------------------------------
+
+def measure(job: dict, timeout: float = 600) -> dict:
+    # a fixed mmap threshold: big tensors always get their own mapping and go back to the OS when
+    # freed, so resident memory follows live tensors instead of glibc's cached heap
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, env=env)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def table(title: str, header: list[str], rows: list[list]) -> str:
+    lines = [f"\n### {title}\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def mb(result: dict | None) -> str:
+    if result is None:
+        return "skipped"
+    return result.get("error", f"{result['peak_mb']:.0f}") if "error" in result else f"{result['peak_mb']:.0f}"
+
+
+def global_scores_gb(seq_len: int, heads: int = 1) -> float:
+    """Size of one (1, H, T, T) fp32 score tensor; the softmax keeps about three alive at once."""
+    return 3 * heads * seq_len * seq_len * 4 / 2**30
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
+    parser.add_argument("--plot", default=str(REPO / "test-artifacts" / "reformer_memory.png"), help="PNG path")
+    parser.add_argument("--ff-chunk", type=int, default=64,
+                        help="feed-forward chunk size (the blog's 1 is weight-bandwidth bound: minutes on CPU)")
+    parser.add_argument("--max-global-gb", type=float, default=6.0,
+                        help="skip global attention when its score tensors would exceed this")
+    args = parser.parse_args(argv)
+    if args.child:
+        sys.path.insert(0, str(REPO))
+        print(json.dumps(run_child(json.loads(args.child))))
+        return 0
+
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.machine())
+    out = [f"Hardware: {cpu}, {torch.get_num_threads()} threads, "
+           f"torch {torch.__version__}; peak resident memory above the post-import baseline, MB."]
+
+    # 1. global vs LSH + local attention
+    lengths = [1024, 2048, 4096, 8192] if args.quick else [2048, 4096, 8192, 16384, 32768, 65536]
+    attention = {}
+    for n in lengths:
+        fits = global_scores_gb(n) <= args.max_global_gb
+        attention[n] = (measure({"kind": "attention", "mode": "global", "seq_len": n}) if fits else None,
+                        measure({"kind": "attention", "mode": "lsh", "seq_len": n}))
+        print(f"attention T={n}: global {mb(attention[n][0])} MB, LSH+local {mb(attention[n][1])} MB", flush=True)
+    rows = []
+    for n, (g, lsh) in attention.items():
+        ratio = f"{lsh['peak_mb'] / g['peak_mb']:.2f}" if g and "error" not in g and "error" not in lsh else "—"
+        rows.append([n, mb(g), mb(lsh), ratio, f"{lsh.get('seconds', float('nan')):.1f}"])
+    out.append(table("1. Inference, global vs local+LSH attention (2 layers, D=128, 1 head, batch 1)",
+                     ["seq len", "global MB", "LSH+local MB", "LSH / global", "LSH s"], rows))
+    skipped = [n for n, (g, _) in attention.items() if g is None]
+    if skipped:
+        out.append(f"Global attention skipped at {skipped}: its T×T scores would need more than "
+                   f"{args.max_global_gb} GB (about {global_scores_gb(skipped[0]):.0f} GB at {skipped[0]}).")
+
+    # 2. chunked feed-forward
+    ff_lengths = [512, 1024, 2048] if args.quick else [1024, 2048, 4096]
+    rows, ff = [], {}
+    for n in ff_lengths:
+        plain = measure({"kind": "feed_forward", "seq_len": n, "batch": 2, "chunk": 0})
+        chunked = measure({"kind": "feed_forward", "seq_len": n, "batch": 2, "chunk": args.ff_chunk})
+        ff[n] = (plain, chunked)
+        saving = f"{1 - chunked['peak_mb'] / plain['peak_mb']:.0%}"
+        rows.append([n, mb(plain), mb(chunked), saving, f"{plain['seconds']:.1f} / {chunked['seconds']:.1f}"])
+        print(f"feed-forward T={n}: {mb(plain)} vs {mb(chunked)} MB", flush=True)
+    out.append(table("2. Inference, feed-forward as the bottleneck (d_ff=16384, 1 head, batch 2)",
+                     ["seq len", "unchunked MB", f"chunk size {args.ff_chunk} MB", "saving", "seconds (plain / chunked)"], rows))
+
+    # 3. reversible layers in training
+    layer_counts = [2, 4, 8]
+    seq_len = 1024 if args.quick else 2048
+    rev = {}
+    for layers in layer_counts:
+        rev[layers] = (measure({"kind": "reversible", "seq_len": seq_len, "batch": 2, "layers": layers,
+                                "reversible": False}),
+                       measure({"kind": "reversible", "seq_len": seq_len, "batch": 2, "layers": layers,
+                                "reversible": True}))
+        print(f"training {layers} layers: {mb(rev[layers][0])} vs {mb(rev[layers][1])} MB", flush=True)
+    rows = [[n, mb(s), mb(r)] for n, (s, r) in rev.items()]
+    span = layer_counts[-1] - layer_counts[0]
+    per_layer = [(rev[layer_counts[-1]][i]["peak_mb"] - rev[layer_counts[0]][i]["peak_mb"]) / span for i in (0, 1)]
+    rows.append(["per added layer", f"{per_layer[0]:.1f}", f"{per_layer[1]:.1f}"])
+    out.append(table(f"3. Training (forward+backward), D=256, 2 heads, d_ff=1024, T={seq_len}, batch 2",
+                     ["layers", "standard MB", "reversible MB"], rows))
+    out.append(f"Reversible / standard memory per added layer: {per_layer[1] / per_layer[0]:.2f}")
+
+    # 4. axial position embeddings
+    axial = {flag: measure({"kind": "axial", "seq_len": 512, "batch": 8, "axial": flag}) for flag in (False, True)}
+    rows = [[name, f"{axial[flag]['parameters']:,}", mb(axial[flag])]
+            for name, flag in (("standard", False), ("axial", True))]
+    out.append(table("4. crime-and-punishment config (n_max=524288), inference, batch 8 × 512 tokens",
+                     ["position embeddings", "model parameters", "peak MB"], rows))
+    print("\n".join(out))
+
+    plot(args.plot, attention, ff, rev, axial)
+    print(f"\nplot written to {args.plot}")
+    return 0
+
+
+def plot(path: str, attention, ff, rev, axial) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    ax = axes[0]
+    ns = list(attention)
+    glob = [(n, g["peak_mb"]) for n, (g, _) in attention.items() if g and "error" not in g]
+    ax.plot([n for n, _ in glob], [m for _, m in glob], "o-", label="global")
+    ax.plot(ns, [attention[n][1]["peak_mb"] for n in ns], "s-", label="LSH + local")
+    ax.set(xscale="log", yscale="log", xlabel="sequence length", ylabel="peak MB", title="Attention (inference)")
+    ax = axes[1]
+    ns = list(ff)
+    ax.plot(ns, [ff[n][0]["peak_mb"] for n in ns], "o-", label="unchunked")
+    ax.plot(ns, [ff[n][1]["peak_mb"] for n in ns], "s-", label="chunked")
+    ax.set(xlabel="sequence length", ylabel="peak MB", title="Feed-forward d_ff=16384")
+    ax = axes[2]
+    ls = list(rev)
+    ax.plot(ls, [rev[n][0]["peak_mb"] for n in ls], "o-", label="standard")
+    ax.plot(ls, [rev[n][1]["peak_mb"] for n in ls], "s-", label="reversible")
+    ax.set(xlabel="layers", ylabel="peak MB", title="Training memory")
+    ax = axes[3]
+    ax.bar(["standard", "axial"], [axial[False]["peak_mb"], axial[True]["peak_mb"]], color=["C0", "C1"])
+    ax.set(ylabel="peak MB", title="Position embeddings (n_max=524288)")
+    for ax in axes[:3]:
+        ax.legend()
+    fig.tight_layout()
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
