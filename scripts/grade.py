@@ -2,6 +2,7 @@
 """Sandboxed autograding of the labs: safe for untrusted submissions (unlike `scripts/labs.py grade`).
 
     python scripts/grade.py SUBMISSIONS --out DIR [--lab LAB ...] [--workers 2] [--timeout 60]
+                            [--no-feedback] [--output-bytes 65536]
 
 SUBMISSIONS is laid out as <student>/<lab>/<notebook>.ipynb. The first run makes an nbgrader
 course directory DIR/course (sources copied from labs/, `nbgrader generate_assignment` records the
@@ -11,6 +12,11 @@ sandboxed process (see course_lib/grading/sandbox.py); the scores go to the grad
     DIR/grades.csv                       `nbgrader export` of the gradebook
     DIR/feedback/<student>/<lab>.txt     points per part and, for a failed part, the check's message
                                          and hint (never the hidden test's source)
+    DIR/feedback/<student>/<lab>/<notebook>.html
+                                         nbgrader's feedback notebook: the student's notebook as run
+                                         by `nbgrader autograde` inside the sandbox (visible tests
+                                         only, each cell's outputs capped at --output-bytes), the
+                                         scores from the gradebook, each graded cell's verdict and hint
 
 Students already graded in DIR are skipped: after an interruption, run the same command again.
 Nothing here runs student code outside the sandbox. Linux only; as root, the sandbox also drops
@@ -18,8 +24,9 @@ to unprivileged uids and hides the gradebook, the hidden checks and the other su
 isolation is weaker than that (not root, namespaces refused), a WARNING on stderr lists what is
 missing. With CUDA, student code and the reference run on the GPU, one graded part at a time.
 
-Feedback is the text file above; nbgrader's executed feedback notebook (HTML) is not produced
-yet, because nbgrader would run the student's notebook unsandboxed.
+The feedback notebooks (course_lib/grading/feedback.py) cost one sandboxed nbgrader run per
+student, several seconds each (a kernel start and the notebook's own cells); --no-feedback skips
+them. They are made for the students graded in this run.
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import labs
-from course_lib.grading import autograder
+from course_lib.grading import autograder, feedback
 from course_lib.grading.sandbox import Limits
 
 
@@ -38,10 +45,13 @@ def submissions_of(folder: Path, lab: str, notebook: str) -> dict[str, Path]:
     return {d.parent.name: d / f"{notebook}.ipynb" for d in sorted(folder.glob(f"*/{lab}")) if d.is_dir()}
 
 
-def write_feedback(out: Path, lab: str, module, student: str, result: autograder.NotebookResult) -> Path:
+def write_feedback(out: Path, lab: str, module, student: str, result: autograder.NotebookResult,
+                   note: str | None = None) -> Path:
     lines = [f"{lab}: {result.total:g} / {sum(m for _, m in result.scores.values()):g} points", ""]
     if result.error:
         lines += [f"Your notebook could not be graded: {result.error}", ""]
+    elif note:
+        lines += [f"Feedback notebook: {note}", ""]
     for criterion in module.RUBRIC:
         score, possible = result.scores[criterion.grade_id]
         lines.append(f"[{score:g}/{possible:g}] {criterion.description}")
@@ -51,6 +61,18 @@ def write_feedback(out: Path, lab: str, module, student: str, result: autograder
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def private_paths(out: Path, warnings: set[str]) -> list[Path]:
+    """``[out]`` (everyone's grades and feedback) to hide from student code, unless hiding it would
+    also hide Python or the course's library, which the sandboxed code needs."""
+    out = out.resolve()
+    needed = [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(autograder.REPO / "course_lib")]
+    if any(path == out or out in path.parents for path in needed):
+        warnings.add(f"{out} holds Python or course_lib, so it is not hidden from student code: "
+                     "choose an --out folder of its own")
+        return []
+    return [out]
 
 
 def print_warnings(warnings: set[str]) -> None:
@@ -70,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="parallel grading processes (default: 2)")
     parser.add_argument("--timeout", type=float, default=Limits.wall_seconds,
                         help="seconds one graded part may take, in total (default: %(default)s)")
+    parser.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
+                        help="also make nbgrader's feedback notebooks (HTML), sandboxed (default: on)")
+    parser.add_argument("--output-bytes", type=int, default=feedback.DEFAULT_OUTPUT_BYTES,
+                        help="bytes of outputs a cell keeps in the feedback notebook (default: %(default)s)")
     args = parser.parse_args(argv)
 
     modules, warnings = autograder.lab_modules(), set()
@@ -84,11 +110,17 @@ def main(argv: list[str] | None = None) -> int:
         if fresh:
             labs.generate_release(course, lab)
         module = modules[lab]
-        results = autograder.grade_batch(
-            course, lab, submissions_of(args.submissions, lab, module.NOTEBOOK), workers=args.workers,
+        submissions = submissions_of(args.submissions, lab, module.NOTEBOOK)
+        results = autograder.grade_batch(  # the output folder is hidden too: it holds everyone's grades
+            course, lab, submissions, workers=args.workers, hidden_paths=private_paths(args.out, warnings),
             limits=Limits(wall_seconds=args.timeout, cpu_seconds=int(args.timeout) + 5), warnings=warnings)
+        notes = {}
+        if args.feedback and results:
+            notes = feedback.write_feedback_notebooks(
+                course, lab, module, results, submissions, args.out.resolve() / "feedback", workers=args.workers,
+                hidden_paths=private_paths(args.out, warnings), max_output_bytes=args.output_bytes, warnings=warnings)
         for student, result in sorted(results.items()):
-            write_feedback(args.out, lab, module, student, result)
+            write_feedback(args.out, lab, module, student, result, notes.get(student))
             lost = sorted(g for g, (s, m) in result.scores.items() if s < m)
             note = result.error or ("lost: " + ", ".join(lost) if lost else "")
             print(f"{lab}  {student:<30} {result.total:g}/{sum(m for _, m in result.scores.values()):g}  {note}")

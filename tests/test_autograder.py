@@ -3,8 +3,8 @@
 Fast tests pin which code a graded part receives: the trusted set-up cell of the *source*
 notebook and the student's solution cells that define the part's functions, nothing else (no
 test cells, no other solutions). The slow test runs the command line end to end with two
-workers: scores in ``grades.csv`` and the gradebook, feedback with hints but no hidden test
-source, and a rerun that grades nobody twice.
+workers: scores in ``grades.csv`` and the gradebook, text feedback with hints but no hidden test
+source, and a rerun that grades nobody twice. The HTML feedback: ``test_feedback.py``.
 """
 from __future__ import annotations
 
@@ -116,7 +116,8 @@ def test_grade_command_end_to_end_and_rerun(tmp_path):
             subprocess.run(["rm", "-r", str(student)], check=True)
     (tmp_path / "subs" / "broken" / LAB).mkdir(parents=True)
     (tmp_path / "subs" / "broken" / LAB / RELEASE.name).write_text("not json")
-    grade = [sys.executable, str(REPO / "scripts" / "grade.py"), str(tmp_path / "subs"), "--out", str(tmp_path / "out")]
+    grade = [sys.executable, str(REPO / "scripts" / "grade.py"), str(tmp_path / "subs"), "--out", str(tmp_path / "out"),
+             "--no-feedback"]  # the HTML feedback has its own slow tests (test_feedback.py)
     first = subprocess.run(grade, timeout=300, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "broken" in first.stdout and "not a valid notebook" in first.stdout
@@ -126,6 +127,7 @@ def test_grade_command_end_to_end_and_rerun(tmp_path):
     feedback = (tmp_path / "out" / "feedback" / "no_scaling" / f"{LAB}.txt").read_text()
     assert "10 / 12 points" in feedback and "Hint: you forgot to divide the scores by √d" in feedback
     assert "attention_lab.check" not in feedback and "def check_" not in feedback
+    assert not (tmp_path / "out" / "feedback" / "no_scaling" / LAB).exists()  # --no-feedback: no HTML
 
     second = subprocess.run(grade, timeout=300, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -13,7 +13,7 @@ nothing, and no student code runs in this process.
 sandbox zygote) and writes each student's scores to the nbgrader gradebook in one transaction. A
 student whose scores are all recorded is skipped, so a batch killed midway can simply be rerun.
 
-Not covered: producing the feedback notebooks (nbgrader's execution, see ``scripts/grade.py``).
+Not covered: the feedback notebooks (nbgrader's execution, sandboxed: :mod:`~course_lib.grading.feedback`).
 """
 from __future__ import annotations
 

@@ -22,6 +22,11 @@ parts hold an exclusive lock on it from start to close, so sandboxes in several 
 processes run one GPU part at a time. Isolation that the kernel or the grader's user cannot
 give (no namespaces, not root) is listed in :attr:`Sandbox.warnings` for the caller to show.
 
+:meth:`Sandbox.command` runs a whole program instead (``nbgrader autograde`` for the feedback
+notebooks) in a child isolated the same way, with its loopback interface up: the files it is
+sent are its only working directory, and the files it leaves there come back as untrusted bytes
+(:class:`CommandResult`). The parent kills everything the command started when it returns.
+
 Not covered: which code a part gets, and scores (see :mod:`course_lib.grading.autograder`).
 Linux only.
 """
@@ -35,10 +40,12 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import sandbox_child
@@ -57,7 +64,7 @@ from .sandbox_protocol import (
 )
 
 __all__ = [
-    "UID_BASE", "ForbiddenResult", "GpuLock", "Limits", "Part", "Sandbox", "SandboxCrashed",
+    "UID_BASE", "CommandResult", "ForbiddenResult", "GpuLock", "Limits", "Part", "Sandbox", "SandboxCrashed",
     "SandboxError", "SandboxTimeout", "StudentException",
 ]
 
@@ -72,6 +79,15 @@ class Limits:
     file_bytes: int = 1 << 20
     processes: int = 64  # RLIMIT_NPROC; threads count too
     message_bytes: int = 64 << 20  # largest reply the parent reads
+    scratch_bytes: int = 16 << 20  # size of the private /tmp (and /dev/shm), in memory
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What :meth:`Sandbox.command` brings back; all of it written by untrusted code."""
+    returncode: int
+    log: str  # the last characters of the command's stdout and stderr
+    files: dict[str, bytes]  # the requested files that existed (and fitted in a reply)
 
 
 class GpuLock:
@@ -103,7 +119,7 @@ class Sandbox:
             pass_fds=[theirs.fileno()], cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             start_new_session=True)
         theirs.close()
-        self._start_timeout, self.warnings = start_timeout, set()
+        self._start_timeout, self.warnings, self._fork_lock = start_timeout, set(), threading.Lock()
 
     def run(self, source: str, names, device: str = "cpu") -> Part:
         """Fork a fresh sandboxed process that runs ``source`` and serves the functions ``names``.
@@ -116,24 +132,54 @@ class Sandbox:
         lock = GpuLock(self.gpu_lock) if device == "cuda" and self.gpu_lock is not None else None
         if lock is not None:
             lock.acquire()
-        ours, theirs = socket.socketpair()
         try:
-            self._socket.settimeout(self._start_timeout)
-            socket.send_fds(self._socket, [b"fork cuda" if device == "cuda" else b"fork"], [theirs.fileno()])
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = self._socket.recv(64)
-                if not chunk:
-                    raise SandboxError("the sandbox's zygote process died")
-                line += chunk
+            ours, pid = self._fork(b"fork cuda" if device == "cuda" else b"fork")
         except BaseException:
             if lock is not None:
                 lock.release()
+            raise
+        return Part(self, ours, pid, list(names), source, lock)
+
+    def command(self, argv: list[str], files: dict[str, bytes], fetch: list[str],
+                env: dict[str, str] | None = None) -> CommandResult:
+        """Run ``argv`` in a fresh sandboxed child whose working directory holds only ``files``
+        (``{relative path: bytes}``); return its exit status, its output's tail and the files
+        ``fetch`` names. The child and everything it started are killed before this returns.
+        :class:`SandboxTimeout` after ``limits.wall_seconds``; ``env`` adds to a minimal environment.
+        """
+        names = list(files)
+        arrays = [np.frombuffer(files[name], dtype=np.uint8) for name in names]
+        sock, pid = self._fork(b"fork exec")
+        with _Process(self, sock, pid) as process:
+            process._send({"argv": [str(a) for a in argv], "env": dict(env or {}), "files": names,
+                           "fetch": list(fetch)}, arrays)
+            reply, blobs = process._receive()
+        fetched = reply.get("fetched") if type(reply.get("fetched")) is list else []
+        if type(reply.get("returncode")) is not int or len(fetched) != len(blobs):
+            raise SandboxError("malformed reply from a sandboxed command")
+        return CommandResult(reply["returncode"], safe_text(reply.get("log", ""), 4000),
+                             {str(name): blob.tobytes() for name, blob in zip(fetched, blobs)
+                              if blob.dtype == np.uint8 and blob.ndim == 1})
+
+    def _fork(self, request: bytes) -> tuple[socket.socket, int]:
+        """Ask the zygote for a child; return our end of its socket and its pid."""
+        ours, theirs = socket.socketpair()
+        try:
+            with self._fork_lock:  # one request at a time on the zygote's socket (threads may share a sandbox)
+                self._socket.settimeout(self._start_timeout)
+                socket.send_fds(self._socket, [request], [theirs.fileno()])
+                line = b""
+                while not line.endswith(b"\n"):
+                    chunk = self._socket.recv(64)
+                    if not chunk:
+                        raise SandboxError("the sandbox's zygote process died")
+                    line += chunk
+        except BaseException:
             ours.close()
             raise
         finally:
             theirs.close()
-        return Part(self, ours, int(line), list(names), source, lock)
+        return ours, int(line)
 
     def close(self) -> None:
         self._socket.close()  # the zygote exits when its socket closes
@@ -150,48 +196,16 @@ class Sandbox:
         self.close()
 
 
-class Part:
-    """A sandboxed process holding one part's student code; closing it kills all its processes."""
+class _Process:
+    """A sandboxed child talking over ``sock``; closing it kills all its processes."""
 
-    def __init__(self, sandbox: Sandbox, sock: socket.socket, pid: int, names: list[str], source: str,
-                 lock: GpuLock | None = None):
-        self.limits, self._socket, self._pids, self.names = sandbox.limits, sock, [pid], names
-        self._deadline, self.load_error, self.closed, self._lock = (
-            time.monotonic() + self.limits.wall_seconds, None, False, lock)
-        try:
-            hello, _ = self._receive()
-            if type(hello.get("init_pid")) is int:
-                self._pids.append(hello["init_pid"])
-            sandbox.warnings.update(safe_text(w) for w in hello.get("warnings", [])[:10])
-            self._send({"op": "load", "source": source, "names": names})
-            reply, _ = self._receive()
-            if "error" in reply:
-                self.load_error = rebuild_exception(reply.get("error"), reply.get("message"))
-        except SandboxError as error:
-            self.load_error = error
-
-    def function(self, name: str):
-        """A callable that runs the student's ``name`` in the sandbox."""
-        def proxy(*args, **kwargs):
-            return self.call(name, args, kwargs)
-        proxy.__name__ = proxy.__qualname__ = name
-        return proxy
-
-    def call(self, name: str, args: tuple, kwargs: dict):
-        if self.load_error is not None:
-            raise self.load_error
-        devices = [a.device for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-        arrays: list = []
-        spec = {"args": encode(list(args), arrays), "kwargs": {k: encode(v, arrays) for k, v in kwargs.items()}}
-        self._send({"op": "call", "name": name, **spec}, arrays)
-        reply, results = self._receive()
-        if "error" in reply:
-            raise rebuild_exception(reply.get("error"), reply.get("message"))
-        if devices:
-            return decode(reply.get("result"), results, devices[0])
-        from ..device import get_device  # here: the device module needs nothing from the sandbox
-
-        return decode(reply.get("result"), results, get_device())
+    def __init__(self, sandbox: Sandbox, sock: socket.socket, pid: int, lock: GpuLock | None = None):
+        self.limits, self._socket, self._pids = sandbox.limits, sock, [pid]
+        self._deadline, self.closed, self._lock = time.monotonic() + self.limits.wall_seconds, False, lock
+        hello, _ = self._receive()
+        if type(hello.get("init_pid")) is int:
+            self._pids.append(hello["init_pid"])
+        sandbox.warnings.update(safe_text(w) for w in hello.get("warnings", [])[:10])
 
     def _send(self, header: dict, arrays=()) -> None:
         try:
@@ -224,7 +238,7 @@ class Part:
             raise
 
     def close(self) -> None:
-        """Kill the part's process group and its PID namespace (killing its init kills everything in it)."""
+        """Kill the process group and its PID namespace (killing its init kills everything in it)."""
         if not self.closed:
             self.closed = True
             for pid in self._pids:
@@ -243,3 +257,43 @@ class Part:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class Part(_Process):
+    """A sandboxed process holding one part's student code; closing it kills all its processes."""
+
+    def __init__(self, sandbox: Sandbox, sock: socket.socket, pid: int, names: list[str], source: str,
+                 lock: GpuLock | None = None):
+        self.names, self.load_error = names, None
+        self.limits, self._socket, self._pids, self.closed, self._lock = sandbox.limits, sock, [pid], False, lock
+        try:
+            super().__init__(sandbox, sock, pid, lock)
+            self._send({"op": "load", "source": source, "names": names})
+            reply, _ = self._receive()
+            if "error" in reply:
+                self.load_error = rebuild_exception(reply.get("error"), reply.get("message"))
+        except SandboxError as error:
+            self.load_error = error
+
+    def function(self, name: str):
+        """A callable that runs the student's ``name`` in the sandbox."""
+        def proxy(*args, **kwargs):
+            return self.call(name, args, kwargs)
+        proxy.__name__ = proxy.__qualname__ = name
+        return proxy
+
+    def call(self, name: str, args: tuple, kwargs: dict):
+        if self.load_error is not None:
+            raise self.load_error
+        devices = [a.device for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        arrays: list = []
+        spec = {"args": encode(list(args), arrays), "kwargs": {k: encode(v, arrays) for k, v in kwargs.items()}}
+        self._send({"op": "call", "name": name, **spec}, arrays)
+        reply, results = self._receive()
+        if "error" in reply:
+            raise rebuild_exception(reply.get("error"), reply.get("message"))
+        if devices:
+            return decode(reply.get("result"), results, devices[0])
+        from ..device import get_device  # here: the device module needs nothing from the sandbox
+
+        return decode(reply.get("result"), results, get_device())
