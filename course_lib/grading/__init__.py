@@ -9,7 +9,8 @@
   the student's kernel: each graded part runs the student's cells in a fresh sandboxed process
   (:mod:`~course_lib.grading.sandbox_child`), talking plain arrays over
   :mod:`~course_lib.grading.sandbox_protocol`; the trusted parent runs the lab's checks on what
-  comes back and writes the gradebook (``scripts/grade.py``, ``scripts/bench_grading.py``).
+  comes back and writes the gradebook (``scripts/grade.py``, ``scripts/bench_grading.py``);
+  :mod:`~course_lib.grading.feedback` builds the feedback notebooks without the hidden tests.
 
 A lab's hidden test cells only import its module and call one check per cell, e.g.
 ``attention_lab.check_scaling(scaled_dot_product_attention)``; the module's ``RUBRIC`` maps each
