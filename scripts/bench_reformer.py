@@ -26,102 +26,13 @@ slack. Global attention is skipped where its score tensors alone would exceed ``
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import pathlib
 import platform
-import subprocess
 import sys
-import time
+
+from course_lib.reformer.memory import global_scores_gb, measure
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-# --- child: one measurement ------------------------------------------------------------------
-
-def _status_mb(field: str) -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
-
-
-def _settings(**overrides):
-    from course_lib.reformer import ReformerSettings
-
-    base = dict(vocab_size=256, hidden_size=128, num_attention_heads=1, attention_head_size=64,
-                attn_layers=["local", "lsh"], feed_forward_size=512, local_attn_chunk_length=64,
-                lsh_attn_chunk_length=64, num_buckets=8, num_hashes=1, hash_seed=0, is_decoder=True,
-                max_position_embeddings=65536, axial_pos_shape=(256, 256), axial_pos_embds_dim=(64, 64))
-    base.update(overrides)
-    return ReformerSettings(**base)
-
-
-def lsh_buckets(seq_len: int, chunk: int):
-    """HF's rule: about 2·T/c buckets, a power of two, factorized in two when above 128."""
-    power = (2 * seq_len // chunk).bit_length() - 1
-    return 2 ** power if power <= 7 else [2 ** (power // 2), 2 ** (power - power // 2)]
-
-
-def run_child(job: dict) -> dict:
-    import torch
-
-    torch.manual_seed(0)
-    from course_lib.reformer import ReformerModel
-
-    kind, seq_len, batch = job["kind"], job["seq_len"], job.get("batch", 1)
-    if kind == "attention":
-        if job["mode"] == "global":
-            s = _settings(local_attn_chunk_length=seq_len, lsh_attn_chunk_length=seq_len,
-                          local_num_chunks_before=0, lsh_num_chunks_before=0)
-        else:
-            s = _settings(num_buckets=lsh_buckets(seq_len, 64))
-        train = False
-    elif kind == "feed_forward":
-        s = _settings(hidden_size=256, axial_pos_embds_dim=(64, 192), feed_forward_size=16384,
-                      num_buckets=lsh_buckets(seq_len, 64), chunk_size_feed_forward=job["chunk"])
-        train = False
-    elif kind == "reversible":
-        s = _settings(hidden_size=256, num_attention_heads=2, axial_pos_embds_dim=(64, 192),
-                      feed_forward_size=1024, attn_layers=["local", "lsh"] * (job["layers"] // 2),
-                      num_buckets=lsh_buckets(seq_len, 64), max_position_embeddings=4096,
-                      axial_pos_shape=(64, 64))
-        train = True
-    elif kind == "axial":
-        s = _settings(vocab_size=320, hidden_size=256, num_attention_heads=2, attn_layers=["local", "lsh"] * 3,
-                      num_buckets=[64, 128], max_position_embeddings=524288, axial_pos_embds=job["axial"],
-                      axial_pos_shape=(512, 1024), axial_pos_embds_dim=(64, 192))
-        train = False
-    else:
-        raise ValueError(kind)
-
-    open("/proc/self/clear_refs", "w").write("5")  # reset the peak: imports do not count
-    baseline = _status_mb("VmRSS")
-    start = time.perf_counter()
-    model = ReformerModel(s, reversible=job.get("reversible", True))
-    ids = torch.randint(0, s.vocab_size, (batch, seq_len))
-    if train:
-        model.train()
-        model(ids).pow(2).mean().backward()
-    else:
-        model.eval()
-        with torch.no_grad():
-            model(ids)
-    return {"peak_mb": _status_mb("VmHWM") - baseline, "seconds": time.perf_counter() - start,
-            "parameters": model.num_parameters()}
-
-
-# --- parent: tables and plot -----------------------------------------------------------------
-
-def measure(job: dict, timeout: float = 600) -> dict:
-    # a fixed mmap threshold: big tensors always get their own mapping and go back to the OS when
-    # freed, so resident memory follows live tensors instead of glibc's cached heap
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, env=env)
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def table(title: str, header: list[str], rows: list[list]) -> str:
@@ -136,14 +47,8 @@ def mb(result: dict | None) -> str:
     return result.get("error", f"{result['peak_mb']:.0f}") if "error" in result else f"{result['peak_mb']:.0f}"
 
 
-def global_scores_gb(seq_len: int, heads: int = 1) -> float:
-    """Size of one (1, H, T, T) fp32 score tensor; the softmax keeps about three alive at once."""
-    return 3 * heads * seq_len * seq_len * 4 / 2**30
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
     parser.add_argument("--plot", default=str(REPO / "test-artifacts" / "reformer_memory.png"), help="PNG path")
     parser.add_argument("--ff-chunk", type=int, default=64,
@@ -151,10 +56,6 @@ def main(argv=None) -> int:
     parser.add_argument("--max-global-gb", type=float, default=6.0,
                         help="skip global attention when its score tensors would exceed this")
     args = parser.parse_args(argv)
-    if args.child:
-        sys.path.insert(0, str(REPO))
-        print(json.dumps(run_child(json.loads(args.child))))
-        return 0
 
     import torch
 

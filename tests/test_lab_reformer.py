@@ -1,0 +1,285 @@
+"""Lab 03 (the Reformer): its hidden checks, its notebooks, and real nbgrader round trips.
+
+Fast tests call the checks of ``course_lib.grading.reformer_lab`` directly: the lab's own solution
+passes all of them, its references agree with ``course_lib.reformer`` (and so with HF's Reformer),
+and each known mistake in ``tests/fixtures/lab_reformer/`` fails exactly the checks its ``FAILS``
+names, with a hint. The slow tests run the real nbgrader command line through ``scripts/labs.py``
+in a scratch course directory and read the real gradebook: the solution scores full marks, the
+untouched student version 0, and each mistake loses exactly its cells.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from course_lib.grading import reformer_lab
+from course_lib.grading.checks import CheckFailed
+from course_lib.reformer import ReversibleBlock
+
+REPO = Path(__file__).resolve().parent.parent
+LAB = reformer_lab.ASSIGNMENT
+SOURCE = REPO / "labs" / "source" / LAB / f"{reformer_lab.NOTEBOOK}.ipynb"
+RELEASE = REPO / "labs" / "release" / LAB / f"{reformer_lab.NOTEBOOK}.ipynb"
+MISTAKES_DIR = Path(__file__).parent / "fixtures" / "lab_reformer"
+MISTAKES = sorted(MISTAKES_DIR.glob("*.py"))
+POINTS = {c.grade_id: c.points for c in reformer_lab.RUBRIC}
+STUDENT_FUNCTIONS = ("hash_vectors", "sort_by_bucket", "chunk", "look_back", "reversible_forward",
+                     "reversible_inverse", "reversible_backward")
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+labs_script = _load(REPO / "scripts" / "labs.py", "labs_script")
+
+
+def _notebook(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _source(cell) -> str:
+    return "".join(cell["source"])
+
+
+def _setup_code() -> str:
+    return next(_source(c) for c in _notebook(SOURCE)["cells"]
+                if c["metadata"].get("nbgrader", {}).get("grade_id") == "setup")
+
+
+@pytest.fixture(scope="module")
+def kernel() -> dict:
+    """The set-up cell and the solution cells run in one namespace, as in a kernel."""
+    namespace: dict = {}
+    exec(compile(_setup_code(), str(SOURCE), "exec"), namespace)  # noqa: S102 (the lab's own cells)
+    for code in labs_script.solution_code(SOURCE).values():
+        exec(compile(code, str(SOURCE), "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+def _with_mistake(kernel: dict, mistake: Path) -> dict:
+    """A fresh kernel where the mistake file's functions replace the solution's (as a spliced notebook)."""
+    namespace = dict(kernel)
+    exec(compile(mistake.read_text(encoding="utf-8"), str(mistake), "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+def _run_rubric(namespace: dict) -> dict[str, str]:
+    """Run every check; return ``{grade_id: failure message}`` of the checks that failed."""
+    failures = {}
+    for criterion in reformer_lab.RUBRIC:
+        try:
+            criterion.check(*(namespace[name] for name in criterion.functions))
+        except AssertionError as error:
+            failures[criterion.grade_id] = str(error)
+    return failures
+
+
+def _fails(mistake: Path) -> dict[str, str]:
+    tree = ast.parse(mistake.read_text(encoding="utf-8"))
+    return ast.literal_eval(next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "FAILS"))
+
+
+# --- the references are the library's ----------------------------------------------------------
+
+def test_solution_passes_every_check(kernel):
+    assert _run_rubric(kernel) == {}
+
+
+def test_setup_cell_sub_layers_are_the_checks_references(kernel):
+    x, w = torch.randn(5, 4), torch.randn(4, 4)
+    assert torch.equal(kernel["F"](x, w), reformer_lab.sublayer_f(x, w))
+    assert torch.equal(kernel["G"](x, w), reformer_lab.sublayer_g(x, w))
+
+
+def test_reference_block_is_the_library_reversible_block():
+    """The lab's forward, inverse and gradients are course_lib's ReversibleBlock (pinned to HF's)."""
+    torch.manual_seed(0)
+    wf, wg = torch.randn(6, 6) / 2, torch.randn(6, 6) / 2
+    block = ReversibleBlock(lambda x: reformer_lab.sublayer_f(x, wf), lambda x: reformer_lab.sublayer_g(x, wg))
+    x1, x2, dy1, dy2 = (torch.randn(4, 6) for _ in range(4))
+    y = block(x1, x2)
+    for ours, theirs in zip(reformer_lab.reference_forward(x1, x2, wf, wg), y):
+        torch.testing.assert_close(ours, theirs)
+    for ours, theirs in zip(reformer_lab.reference_inverse(*y, wf, wg), block.inverse(*y)):
+        torch.testing.assert_close(ours, theirs)
+    rebuilt1, rebuilt2, dx1, dx2 = block.backward_pass(y[0], y[1], dy1, dy2)
+    expected = reformer_lab.reference_gradients(x1, x2, wf, wg, dy1, dy2)
+    torch.testing.assert_close(dx1, expected[0])
+    torch.testing.assert_close(dx2, expected[1])
+    torch.testing.assert_close(rebuilt1, x1, atol=1e-5, rtol=0)
+    torch.testing.assert_close(rebuilt2, x2, atol=1e-5, rtol=0)
+
+
+def test_unstable_sort_really_mixes_positions_on_the_checks_inputs():
+    """Otherwise the unstable-sort mistake could pass by luck."""
+    mixed = 0
+    for buckets in reformer_lab._sort_cases()[1:]:
+        order = torch.argsort(buckets)
+        mixed += not torch.equal(order, torch.sort(buckets, stable=True).indices)
+    assert mixed >= 3
+
+
+def test_reference_inverse_is_swapped_in_only_during_the_backward_checks(kernel):
+    namespace = dict(kernel)
+    namespace["reversible_inverse"] = "student's"
+    reformer_lab.check_backward(namespace["reversible_forward"], namespace["reversible_backward"])
+    assert namespace["reversible_inverse"] == "student's"
+
+
+@pytest.mark.parametrize("mistake", MISTAKES, ids=lambda p: p.stem)
+def test_each_mistake_fails_exactly_its_checks_with_a_hint(kernel, mistake):
+    failures = _run_rubric(_with_mistake(kernel, mistake))
+    expected = _fails(mistake)
+    assert set(failures) == set(expected), failures
+    for grade_id, phrase in expected.items():
+        assert phrase in failures[grade_id], failures[grade_id]
+        assert "\nHint: " in failures[grade_id], failures[grade_id]
+
+
+def test_unimplemented_functions_fail_every_check_and_say_so(kernel):
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    failures = _run_rubric({**kernel, **{name: stub for name in STUDENT_FUNCTIONS}})
+    assert set(failures) == set(POINTS)
+    assert all("raised NotImplementedError" in m and "replace the `raise NotImplementedError()`" in m
+               for m in failures.values()), failures
+
+
+@pytest.mark.parametrize(("function", "value", "message"), [
+    ("hash_vectors", None, "should be a torch.Tensor"),
+    ("chunk", None, "should be a torch.Tensor"),
+    ("reversible_inverse", None, "should return 2 tensors"),
+])
+def test_wrong_return_types_are_named(function, value, message):
+    criterion = next(c for c in reformer_lab.RUBRIC if c.functions == (function,))
+    with pytest.raises(CheckFailed, match=message):
+        criterion.check(lambda *args: value)
+
+
+def test_chunk_without_its_value_error_loses_the_chunk_cell_only(kernel):
+    def chunk(x, chunk_len):
+        return x.reshape(-1, chunk_len, *x.shape[1:])  # RuntimeError from reshape on a bad length
+
+    with pytest.raises(CheckFailed, match="raised RuntimeError .* expected a ValueError"):
+        reformer_lab.check_chunk(chunk)
+
+
+def test_backward_without_the_path_through_g_is_explained(kernel):
+    def reversible_backward(y1, y2, dy1, dy2, f_weight, g_weight):
+        out = kernel["reversible_backward"](y1, y2, dy1, dy2, f_weight, g_weight)
+        return out[0], out[1], dy1, *out[3:]
+
+    with pytest.raises(CheckFailed, match="the path from y1 through G into y2 is missing"):
+        reformer_lab.check_backward(kernel["reversible_forward"], reversible_backward)
+
+
+# --- the notebooks ----------------------------------------------------------------------------
+
+def test_source_notebook_grade_cells_follow_the_rubric():
+    cells = [c for c in _notebook(SOURCE)["cells"] if c["metadata"].get("nbgrader", {}).get("grade")]
+    assert {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"] for c in cells} == POINTS
+    by_id = {c.grade_id: c for c in reformer_lab.RUBRIC}
+    for cell in cells:
+        criterion = by_id[cell["metadata"]["nbgrader"]["grade_id"]]
+        hidden = re.search(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", _source(cell), re.DOTALL)
+        assert hidden, f"{criterion.grade_id} has no hidden tests"
+        call = f"reformer_lab.{criterion.check.__name__}({', '.join(criterion.functions)})"
+        assert call in hidden.group(1), f"{criterion.grade_id} should call {call}"
+
+
+def test_every_graded_function_has_a_solution_cell():
+    solutions = labs_script.solution_code(SOURCE)
+    defined = {name for code in solutions.values() for name in re.findall(r"^def (\w+)\(", code, re.MULTILINE)}
+    assert defined == {name for c in reformer_lab.RUBRIC for name in c.functions} | {"reversible_inverse"}
+    assert defined == set(STUDENT_FUNCTIONS)
+
+
+@pytest.mark.parametrize("path", [SOURCE, RELEASE], ids=["source", "release"])
+def test_committed_notebooks_have_no_outputs(path):
+    for cell in _notebook(path)["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, cell["id"]
+
+
+def test_release_hides_solutions_and_hidden_tests_but_keeps_visible_tests():
+    text = RELEASE.read_text(encoding="utf-8")
+    assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text and "reformer_lab.check" not in text
+    assert "stable=True).indices" not in text and "torch.roll(chunks, 1" not in text  # no piece of the solution
+    release_cells = {c["id"]: _source(c) for c in _notebook(RELEASE)["cells"]}
+    for name in STUDENT_FUNCTIONS:
+        assert release_cells[name].count("raise NotImplementedError()") == 1
+    assert "[[0, 1, 2, 3]]" in release_cells["test_hash"]
+
+
+# --- real nbgrader round trips ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """One `scripts/labs.py grade` run (generate, autograde, feedback, export) over every student."""
+    root = tmp_path_factory.mktemp("lab_reformer")
+    students = labs_script.write_submissions(LAB, MISTAKES_DIR, root / "submissions")
+    scores = labs_script.grade(root / "submissions", root / "out", [LAB])[LAB]
+    return {"root": root, "students": students, "scores": scores}
+
+
+def _failed_cells(cells: dict[str, tuple[float, float]]) -> set[str]:
+    return {grade_id for grade_id, (score, max_score) in cells.items() if score < max_score}
+
+
+@pytest.mark.slow
+def test_solution_scores_full_marks_and_stub_scores_zero(graded):
+    solution, stub = graded["scores"]["solution"], graded["scores"]["stub"]
+    assert solution == {grade_id: (points, points) for grade_id, points in POINTS.items()}
+    assert stub == {grade_id: (0.0, points) for grade_id, points in POINTS.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mistake", MISTAKES, ids=lambda p: p.stem)
+def test_each_mistake_loses_exactly_the_points_of_its_cells(graded, mistake):
+    expected_failures = set(_fails(mistake))
+    cells = graded["scores"][mistake.stem]
+    assert set(cells) == set(POINTS)
+    assert _failed_cells(cells) == expected_failures
+    total = sum(score for score, _ in cells.values())
+    assert total == sum(POINTS.values()) - sum(POINTS[g] for g in expected_failures)
+
+
+@pytest.mark.slow
+def test_grades_csv_and_feedback_carry_the_scores_and_hints(graded):
+    out = graded["root"] / "out"
+    with open(out / "grades.csv", newline="") as f:
+        rows = {row["student_id"]: row for row in csv.DictReader(f)}
+    assert set(rows) == set(graded["students"])
+    for student, cells in graded["scores"].items():
+        assert float(rows[student]["score"]) == sum(score for score, _ in cells.values())
+    feedback = (out / "course" / "feedback" / "stores_activations" / LAB / f"{reformer_lab.NOTEBOOK}.html")
+    assert "the layer saves no memory" in feedback.read_text("utf-8")
+
+
+@pytest.mark.slow
+def test_committed_release_equals_a_fresh_generation(graded):
+    fresh = graded["root"] / "out" / "course" / "release" / LAB
+    assert labs_script.compare_releases(RELEASE.parent, fresh) == []
+
+
+@pytest.mark.slow
+def test_nbgrader_validate_passes_the_source_and_fails_every_test_of_the_release(tmp_path):
+    course = labs_script.scratch_course(tmp_path / "course")
+    out = labs_script.nbgrader(course, "validate", str(SOURCE))
+    assert "Success! Your notebook passes all the tests." in out
+    out = labs_script.nbgrader(course, "validate", "--invert", str(RELEASE))
+    assert "Success! The notebook does not pass any tests." in out
