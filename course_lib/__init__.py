@@ -4,7 +4,9 @@ One canonical implementation of each concept the course teaches; the chapters sh
 (``inspect.getsource``) and the labs grade against it.
 """
 from .attention import fused_attention, scaled_dot_product_attention
+from .decoding import generate
 from .device import describe_device, get_device
+from .gpt import GPT, GPTConfig, load_shakespeare_gpt
 from .masks import causal_mask, padding_mask, to_additive
 from .multi_head import MultiHeadAttention, merge_heads, split_heads
 from .positional import SinusoidalPositionalEncoding, sinusoidal_positional_encoding
@@ -27,4 +29,5 @@ __all__ = [
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",
     "AdditiveAttention", "RNNSeq2Seq",
     "train_seq2seq", "sequence_loss", "greedy_decode_transformer", "greedy_decode_rnn",
+    "GPT", "GPTConfig", "load_shakespeare_gpt", "generate",
 ]
