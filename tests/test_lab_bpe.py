@@ -1,15 +1,13 @@
-"""Lab 02 (byte-pair encoding): its hidden checks, its notebooks, and real nbgrader round trips.
+"""Lab 02 (byte-pair encoding): its hidden checks and its notebooks.
 
 Fast tests call the checks of ``course_lib.grading.bpe_lab`` directly: the lab's own solution
 passes all of them, the references agree with ``course_lib.tokenization`` (and so with HF
 ``tokenizers``), and each known mistake in ``tests/fixtures/lab_bpe/`` fails exactly the checks its
-``FAILS`` names, with a hint. The slow tests run the real nbgrader command line through
-``scripts/labs.py`` in a scratch course directory and read the real gradebook: the solution
-scores full marks, the untouched student version 0, and each mistake loses exactly its cells.
+``FAILS`` names, with a hint.
+The real nbgrader round trips of every lab are in ``tests/test_lab_round_trips.py``.
 """
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import re
@@ -227,65 +225,3 @@ def test_visible_tests_of_train_and_encode_do_not_depend_on_the_helpers_mistakes
     for text in ["hug hugs pug hug", "xyab xyab", "abcab"]:
         assert not re.search(r"(.)\1", text)
     assert bpe_lab._tie_free_steps("hug hugs pug hug") >= 3  # the training example has no ties
-
-
-# --- real nbgrader round trips ----------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    """One `scripts/labs.py grade` run (generate, autograde, feedback, export) over every student."""
-    root = tmp_path_factory.mktemp("lab_bpe")
-    students = labs_script.write_submissions(LAB, MISTAKES_DIR, root / "submissions")
-    scores = labs_script.grade(root / "submissions", root / "out", [LAB])[LAB]
-    return {"root": root, "students": students, "scores": scores}
-
-
-def _failed_cells(cells: dict[str, tuple[float, float]]) -> set[str]:
-    return {grade_id for grade_id, (score, max_score) in cells.items() if score < max_score}
-
-
-@pytest.mark.slow
-def test_solution_scores_full_marks_and_stub_scores_zero(graded):
-    solution, stub = graded["scores"]["solution"], graded["scores"]["stub"]
-    assert solution == {grade_id: (points, points) for grade_id, points in POINTS.items()}
-    assert stub == {grade_id: (0.0, points) for grade_id, points in POINTS.items()}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("mistake", MISTAKES, ids=lambda p: p.stem)
-def test_each_mistake_loses_exactly_the_points_of_its_cells(graded, mistake):
-    expected_failures = set(_load(mistake, f"lab_bpe_mistake_{mistake.stem}").FAILS)
-    cells = graded["scores"][mistake.stem]
-    assert set(cells) == set(POINTS)
-    assert _failed_cells(cells) == expected_failures
-    assert all(cells[g][0] == 0 for g in expected_failures)
-    total = sum(score for score, _ in cells.values())
-    assert total == sum(POINTS.values()) - sum(POINTS[g] for g in expected_failures)
-
-
-@pytest.mark.slow
-def test_grades_csv_and_feedback_carry_the_scores_and_hints(graded):
-    out = graded["root"] / "out"
-    with open(out / "grades.csv", newline="") as f:
-        rows = {row["student_id"]: row for row in csv.DictReader(f)}
-    assert set(rows) == set(graded["students"])
-    for student, cells in graded["scores"].items():
-        assert float(rows[student]["score"]) == sum(score for score, _ in cells.values())
-        assert float(rows[student]["max_score"]) == sum(POINTS.values())
-    feedback = (out / "course" / "feedback" / "stale_counts" / LAB / f"{bpe_lab.NOTEBOOK}.html").read_text("utf-8")
-    assert "recount the pairs of the *merged* ids" in feedback
-
-
-@pytest.mark.slow
-def test_committed_release_equals_a_fresh_generation(graded):
-    fresh = graded["root"] / "out" / "course" / "release" / LAB
-    assert labs_script.compare_releases(RELEASE.parent, fresh) == []
-
-
-@pytest.mark.slow
-def test_nbgrader_validate_passes_the_source_and_fails_every_test_of_the_release(tmp_path):
-    course = labs_script.scratch_course(tmp_path / "course")
-    out = labs_script.nbgrader(course, "validate", str(SOURCE))
-    assert "Success! Your notebook passes all the tests." in out
-    out = labs_script.nbgrader(course, "validate", "--invert", str(RELEASE))
-    assert "Success! The notebook does not pass any tests." in out

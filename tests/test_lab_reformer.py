@@ -1,16 +1,14 @@
-"""Lab 03 (the Reformer): its hidden checks, its notebooks, and real nbgrader round trips.
+"""Lab 03 (the Reformer): its hidden checks and its notebooks.
 
 Fast tests call the checks of ``course_lib.grading.reformer_lab`` directly: the lab's own solution
 passes all of them, its references agree with ``course_lib.reformer`` (and so with HF's Reformer),
 and each known mistake in ``tests/fixtures/lab_reformer/`` fails exactly the checks its ``FAILS``
-names, with a hint. The slow tests run the real nbgrader command line through ``scripts/labs.py``
-in a scratch course directory and read the real gradebook: the solution scores full marks, the
-untouched student version 0, and each mistake loses exactly its cells.
+names, with a hint.
+The real nbgrader round trips of every lab are in ``tests/test_lab_round_trips.py``.
 """
 from __future__ import annotations
 
 import ast
-import csv
 import importlib.util
 import json
 import re
@@ -223,63 +221,3 @@ def test_release_hides_solutions_and_hidden_tests_but_keeps_visible_tests():
     for name in STUDENT_FUNCTIONS:
         assert release_cells[name].count("raise NotImplementedError()") == 1
     assert "[[0, 1, 2, 3]]" in release_cells["test_hash"]
-
-
-# --- real nbgrader round trips ----------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    """One `scripts/labs.py grade` run (generate, autograde, feedback, export) over every student."""
-    root = tmp_path_factory.mktemp("lab_reformer")
-    students = labs_script.write_submissions(LAB, MISTAKES_DIR, root / "submissions")
-    scores = labs_script.grade(root / "submissions", root / "out", [LAB])[LAB]
-    return {"root": root, "students": students, "scores": scores}
-
-
-def _failed_cells(cells: dict[str, tuple[float, float]]) -> set[str]:
-    return {grade_id for grade_id, (score, max_score) in cells.items() if score < max_score}
-
-
-@pytest.mark.slow
-def test_solution_scores_full_marks_and_stub_scores_zero(graded):
-    solution, stub = graded["scores"]["solution"], graded["scores"]["stub"]
-    assert solution == {grade_id: (points, points) for grade_id, points in POINTS.items()}
-    assert stub == {grade_id: (0.0, points) for grade_id, points in POINTS.items()}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("mistake", MISTAKES, ids=lambda p: p.stem)
-def test_each_mistake_loses_exactly_the_points_of_its_cells(graded, mistake):
-    expected_failures = set(_fails(mistake))
-    cells = graded["scores"][mistake.stem]
-    assert set(cells) == set(POINTS)
-    assert _failed_cells(cells) == expected_failures
-    total = sum(score for score, _ in cells.values())
-    assert total == sum(POINTS.values()) - sum(POINTS[g] for g in expected_failures)
-
-
-@pytest.mark.slow
-def test_grades_csv_and_feedback_carry_the_scores_and_hints(graded):
-    out = graded["root"] / "out"
-    with open(out / "grades.csv", newline="") as f:
-        rows = {row["student_id"]: row for row in csv.DictReader(f)}
-    assert set(rows) == set(graded["students"])
-    for student, cells in graded["scores"].items():
-        assert float(rows[student]["score"]) == sum(score for score, _ in cells.values())
-    feedback = (out / "course" / "feedback" / "stores_activations" / LAB / f"{reformer_lab.NOTEBOOK}.html")
-    assert "the layer saves no memory" in feedback.read_text("utf-8")
-
-
-@pytest.mark.slow
-def test_committed_release_equals_a_fresh_generation(graded):
-    fresh = graded["root"] / "out" / "course" / "release" / LAB
-    assert labs_script.compare_releases(RELEASE.parent, fresh) == []
-
-
-@pytest.mark.slow
-def test_nbgrader_validate_passes_the_source_and_fails_every_test_of_the_release(tmp_path):
-    course = labs_script.scratch_course(tmp_path / "course")
-    out = labs_script.nbgrader(course, "validate", str(SOURCE))
-    assert "Success! Your notebook passes all the tests." in out
-    out = labs_script.nbgrader(course, "validate", "--invert", str(RELEASE))
-    assert "Success! The notebook does not pass any tests." in out

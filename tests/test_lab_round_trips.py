@@ -1,0 +1,125 @@
+"""Every lab through the real nbgrader command line and gradebook, one batched grading run per lab.
+
+For each lab in ``course_lib.grading`` (found by ``lab_modules()``, so a new lab is covered as soon
+as it declares its RUBRIC): the solution scores full marks, the untouched student version 0, each
+known mistake in ``tests/fixtures/lab_<topic>/`` loses exactly the points of the cells its ``FAILS``
+names; grades.csv and the feedback carry them; the committed release equals a fresh generation;
+``nbgrader validate`` passes the source and fails every test of the release. The labs' own test
+files (``tests/test_lab_<topic>.py``) test their checks directly, without nbgrader.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import html
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from course_lib.grading.autograder import lab_modules
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+LABS = lab_modules()
+# One graded mistake per lab whose feedback must show its check's hint.
+FEEDBACK_SAMPLES = {
+    "01_attention": ("no_scaling", "you forgot to divide the scores by √d"),
+    "02_bpe": ("stale_counts", "recount the pairs of the *merged* ids"),
+    "03_reformer": ("stores_activations", "the layer saves no memory"),
+}
+
+
+def _labs_script():
+    spec = importlib.util.spec_from_file_location("labs_script", REPO / "scripts" / "labs.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["labs_script"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+labs_script = _labs_script()
+
+
+def _paths(lab: str):
+    module = LABS[lab]
+    mistakes_dir = REPO / "tests" / "fixtures" / f"lab_{lab.split('_', 1)[1]}"
+    source = REPO / "labs" / "source" / lab / f"{module.NOTEBOOK}.ipynb"
+    release = REPO / "labs" / "release" / lab / f"{module.NOTEBOOK}.ipynb"
+    return module, mistakes_dir, source, release
+
+
+def _fails(mistake: Path) -> set[str]:
+    """The grade ids a mistake fixture names in ``FAILS``, read without running the fixture."""
+    tree = ast.parse(mistake.read_text(encoding="utf-8"))
+    value = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "FAILS")
+    return set(ast.literal_eval(value))
+
+
+def _points(lab: str) -> dict[str, float]:
+    return {criterion.grade_id: criterion.points for criterion in LABS[lab].RUBRIC}
+
+
+@pytest.fixture(scope="module", params=sorted(LABS))
+def graded(request, tmp_path_factory):
+    """One `scripts/labs.py grade` run (generate, autograde, feedback, export) over every student of a lab."""
+    lab = request.param
+    _, mistakes_dir, _, _ = _paths(lab)
+    root = tmp_path_factory.mktemp(f"lab_{lab}")
+    students = labs_script.write_submissions(lab, mistakes_dir, root / "submissions")
+    scores = labs_script.grade(root / "submissions", root / "out", [lab])[lab]
+    return {"lab": lab, "root": root, "students": students, "scores": scores,
+            "mistakes": sorted(mistakes_dir.glob("*.py"))}
+
+
+def test_solution_scores_full_marks_and_stub_scores_zero(graded):
+    points = _points(graded["lab"])
+    assert graded["scores"]["solution"] == {grade_id: (p, p) for grade_id, p in points.items()}
+    assert graded["scores"]["stub"] == {grade_id: (0.0, p) for grade_id, p in points.items()}
+
+
+def test_each_mistake_loses_exactly_the_points_of_its_cells(graded):
+    points = _points(graded["lab"])
+    assert graded["mistakes"], "a lab needs known-mistake fixtures"
+    for mistake in graded["mistakes"]:
+        expected = _fails(mistake)
+        cells = graded["scores"][mistake.stem]
+        failed = {grade_id for grade_id, (score, most) in cells.items() if score < most}
+        assert set(cells) == set(points), mistake.stem
+        assert failed == expected, mistake.stem
+        assert all(cells[g][0] == 0 for g in expected), mistake.stem  # a failed cell scores 0, not partial credit
+        assert sum(s for s, _ in cells.values()) == sum(points.values()) - sum(points[g] for g in expected)
+
+
+def test_grades_csv_and_feedback_carry_the_scores_and_hints(graded):
+    lab, out = graded["lab"], graded["root"] / "out"
+    with open(out / "grades.csv", newline="") as f:
+        rows = {row["student_id"]: row for row in csv.DictReader(f)}
+    assert set(rows) == set(graded["students"])
+    for student, cells in graded["scores"].items():
+        assert float(rows[student]["score"]) == sum(score for score, _ in cells.values())
+        assert float(rows[student]["max_score"]) == sum(_points(lab).values())
+    student, hint = FEEDBACK_SAMPLES[lab]
+    page = out / "course" / "feedback" / student / lab / f"{LABS[lab].NOTEBOOK}.html"
+    assert hint in html.unescape(page.read_text(encoding="utf-8"))
+
+
+def test_committed_release_equals_a_fresh_generation(graded):
+    _, _, _, release = _paths(graded["lab"])
+    fresh = graded["root"] / "out" / "course" / "release" / graded["lab"]  # generated by the grading run
+    assert labs_script.compare_releases(release.parent, fresh) == []
+
+
+@pytest.mark.parametrize("lab", sorted(LABS))
+def test_nbgrader_validate_passes_the_source_and_fails_every_test_of_the_release(lab, tmp_path):
+    _, _, source, release = _paths(lab)
+    course = labs_script.scratch_course(tmp_path / "course")
+    assert "Success! Your notebook passes all the tests." in labs_script.nbgrader(course, "validate", str(source))
+    out = labs_script.nbgrader(course, "validate", "--invert", str(release))
+    assert "Success! The notebook does not pass any tests." in out
+
+
+def test_every_lab_has_a_feedback_sample():
+    assert set(FEEDBACK_SAMPLES) == set(LABS)
