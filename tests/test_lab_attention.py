@@ -7,38 +7,19 @@ The real nbgrader round trips of every lab are in ``tests/test_lab_round_trips.p
 """
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 import course_lib
 from course_lib.grading import attention_lab, checks
+from labtools import lab_files, labs_script, load_module, notebook
 from course_lib.grading.checks import CheckFailed
 
-REPO = Path(__file__).resolve().parent.parent
-LAB = attention_lab.ASSIGNMENT
-SOURCE = REPO / "labs" / "source" / LAB / f"{attention_lab.NOTEBOOK}.ipynb"
-RELEASE = REPO / "labs" / "release" / LAB / f"{attention_lab.NOTEBOOK}.ipynb"
-MISTAKES_DIR = Path(__file__).parent / "fixtures" / "lab_attention"
-MISTAKES = sorted(MISTAKES_DIR.glob("*.py"))
-POINTS = {c.grade_id: c.points for c in attention_lab.RUBRIC}
+LAB, SOURCE, RELEASE, MISTAKES_DIR, MISTAKES, POINTS = lab_files(attention_lab)
 
-
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-labs_script = _load(REPO / "scripts" / "labs.py", "labs_script")
 
 
 def _run_rubric(functions: dict) -> dict[str, str]:
@@ -53,9 +34,6 @@ def _run_rubric(functions: dict) -> dict[str, str]:
     return failures
 
 
-def _notebook(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
 
 def _source(cell) -> str:
     return "".join(cell["source"])
@@ -69,7 +47,7 @@ def test_reference_implementation_passes_every_check():
 
 @pytest.mark.parametrize("mistake", MISTAKES, ids=lambda p: p.stem)
 def test_each_mistake_fails_exactly_its_checks_with_a_hint(mistake):
-    module = _load(mistake, f"lab_attention_mistake_{mistake.stem}")
+    module = load_module(mistake, f"lab_attention_mistake_{mistake.stem}")
     functions = {name: getattr(module, name) for name in dir(module) if callable(getattr(module, name))}
     failures = _run_rubric(functions)
     assert set(failures) == set(module.FAILS), failures
@@ -152,7 +130,7 @@ def test_expect_tensor_explains_a_missing_return():
 # --- the notebooks ----------------------------------------------------------------------------
 
 def test_source_notebook_grade_cells_follow_the_rubric():
-    cells = [c for c in _notebook(SOURCE)["cells"] if c["metadata"].get("nbgrader", {}).get("grade")]
+    cells = [c for c in notebook(SOURCE)["cells"] if c["metadata"].get("nbgrader", {}).get("grade")]
     assert {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"] for c in cells} == POINTS
     by_id = {c.grade_id: c for c in attention_lab.RUBRIC}
     for cell in cells:
@@ -172,7 +150,7 @@ def test_every_graded_function_has_a_solution_cell():
 
 @pytest.mark.parametrize("path", [SOURCE, RELEASE], ids=["source", "release"])
 def test_committed_notebooks_have_no_outputs(path):
-    for cell in _notebook(path)["cells"]:
+    for cell in notebook(path)["cells"]:
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None, cell["id"]
 
@@ -181,7 +159,7 @@ def test_release_hides_solutions_and_hidden_tests_but_keeps_visible_tests():
     text = RELEASE.read_text(encoding="utf-8")
     assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text and "attention_lab.check" not in text
     assert "masked_fill" not in text  # no piece of the solution leaked
-    release_cells = {c["id"]: _source(c) for c in _notebook(RELEASE)["cells"]}
+    release_cells = {c["id"]: _source(c) for c in notebook(RELEASE)["cells"]}
     assert release_cells["sdpa"].count("raise NotImplementedError()") == 1
     assert "torch.allclose(weights.sum(dim=-1)" in release_cells["test_sdpa_distribution"]
 

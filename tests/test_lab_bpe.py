@@ -8,43 +8,21 @@ The real nbgrader round trips of every lab are in ``tests/test_lab_round_trips.p
 """
 from __future__ import annotations
 
-import importlib.util
-import json
 import re
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from course_lib.grading import bpe_lab
+from labtools import lab_files, labs_script, load_module, notebook
 from course_lib.grading.checks import CheckFailed, trials
 from course_lib.tokenization import ByteLevelBPE, merge_pair, train_bpe_naive
 
-REPO = Path(__file__).resolve().parent.parent
-LAB = bpe_lab.ASSIGNMENT
-SOURCE = REPO / "labs" / "source" / LAB / f"{bpe_lab.NOTEBOOK}.ipynb"
-RELEASE = REPO / "labs" / "release" / LAB / f"{bpe_lab.NOTEBOOK}.ipynb"
-MISTAKES_DIR = Path(__file__).parent / "fixtures" / "lab_bpe"
-MISTAKES = sorted(MISTAKES_DIR.glob("*.py"))
-POINTS = {c.grade_id: c.points for c in bpe_lab.RUBRIC}
+LAB, SOURCE, RELEASE, MISTAKES_DIR, MISTAKES, POINTS = lab_files(bpe_lab)
 STUDENT_FUNCTIONS = ("get_stats", "merge", "train", "encode")
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-labs_script = _load(REPO / "scripts" / "labs.py", "labs_script")
-
-
-def _notebook(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _source(cell) -> str:
@@ -137,7 +115,7 @@ def test_helpers_are_swapped_in_only_during_the_check(solution):
 
 @pytest.mark.parametrize("mistake", MISTAKES, ids=lambda p: p.stem)
 def test_each_mistake_fails_exactly_its_checks_with_a_hint(solution, mistake):
-    module = _load(mistake, f"lab_bpe_mistake_{mistake.stem}")
+    module = load_module(mistake, f"lab_bpe_mistake_{mistake.stem}")
     functions = {**solution, **{name: getattr(module, name) for name in STUDENT_FUNCTIONS if hasattr(module, name)}}
     failures = _run_rubric(functions)
     assert set(failures) == set(module.FAILS), failures
@@ -186,7 +164,7 @@ def test_library_tokenizer_agrees_on_the_visible_encode_example():
 # --- the notebooks ----------------------------------------------------------------------------
 
 def test_source_notebook_grade_cells_follow_the_rubric():
-    cells = [c for c in _notebook(SOURCE)["cells"] if c["metadata"].get("nbgrader", {}).get("grade")]
+    cells = [c for c in notebook(SOURCE)["cells"] if c["metadata"].get("nbgrader", {}).get("grade")]
     assert {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"] for c in cells} == POINTS
     by_id = {c.grade_id: c for c in bpe_lab.RUBRIC}
     for cell in cells:
@@ -205,7 +183,7 @@ def test_every_graded_function_has_a_solution_cell():
 
 @pytest.mark.parametrize("path", [SOURCE, RELEASE], ids=["source", "release"])
 def test_committed_notebooks_have_no_outputs(path):
-    for cell in _notebook(path)["cells"]:
+    for cell in notebook(path)["cells"]:
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None, cell["id"]
 
@@ -214,7 +192,7 @@ def test_release_hides_solutions_and_hidden_tests_but_keeps_visible_tests():
     text = RELEASE.read_text(encoding="utf-8")
     assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text and "bpe_lab.check" not in text
     assert "(-stats[p], p)" not in text and "i += 2" not in text  # no piece of the solution leaked
-    release_cells = {c["id"]: _source(c) for c in _notebook(RELEASE)["cells"]}
+    release_cells = {c["id"]: _source(c) for c in notebook(RELEASE)["cells"]}
     for name in ("get_stats", "merge", "train", "encode"):
         assert release_cells[name].count("raise NotImplementedError()") == 1
     assert "{(97, 97): 3}" in release_cells["test_get_stats"]

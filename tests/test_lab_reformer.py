@@ -8,44 +8,22 @@ The real nbgrader round trips of every lab are in ``tests/test_lab_round_trips.p
 """
 from __future__ import annotations
 
-import ast
-import importlib.util
-import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from course_lib.grading import reformer_lab
+from labtools import lab_files, labs_script, mistake_fails, notebook
 from course_lib.grading.checks import CheckFailed
 from course_lib.reformer import ReversibleBlock
 
-REPO = Path(__file__).resolve().parent.parent
-LAB = reformer_lab.ASSIGNMENT
-SOURCE = REPO / "labs" / "source" / LAB / f"{reformer_lab.NOTEBOOK}.ipynb"
-RELEASE = REPO / "labs" / "release" / LAB / f"{reformer_lab.NOTEBOOK}.ipynb"
-MISTAKES_DIR = Path(__file__).parent / "fixtures" / "lab_reformer"
-MISTAKES = sorted(MISTAKES_DIR.glob("*.py"))
-POINTS = {c.grade_id: c.points for c in reformer_lab.RUBRIC}
+LAB, SOURCE, RELEASE, MISTAKES_DIR, MISTAKES, POINTS = lab_files(reformer_lab)
 STUDENT_FUNCTIONS = ("hash_vectors", "sort_by_bucket", "chunk", "look_back", "reversible_forward",
                      "reversible_inverse", "reversible_backward")
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-labs_script = _load(REPO / "scripts" / "labs.py", "labs_script")
-
-
-def _notebook(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _source(cell) -> str:
@@ -53,7 +31,7 @@ def _source(cell) -> str:
 
 
 def _setup_code() -> str:
-    return next(_source(c) for c in _notebook(SOURCE)["cells"]
+    return next(_source(c) for c in notebook(SOURCE)["cells"]
                 if c["metadata"].get("nbgrader", {}).get("grade_id") == "setup")
 
 
@@ -84,10 +62,6 @@ def _run_rubric(namespace: dict) -> dict[str, str]:
             failures[criterion.grade_id] = str(error)
     return failures
 
-
-def _fails(mistake: Path) -> dict[str, str]:
-    tree = ast.parse(mistake.read_text(encoding="utf-8"))
-    return ast.literal_eval(next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "FAILS"))
 
 
 # --- the references are the library's ----------------------------------------------------------
@@ -140,7 +114,7 @@ def test_reference_inverse_is_swapped_in_only_during_the_backward_checks(kernel)
 @pytest.mark.parametrize("mistake", MISTAKES, ids=lambda p: p.stem)
 def test_each_mistake_fails_exactly_its_checks_with_a_hint(kernel, mistake):
     failures = _run_rubric(_with_mistake(kernel, mistake))
-    expected = _fails(mistake)
+    expected = mistake_fails(mistake)
     assert set(failures) == set(expected), failures
     for grade_id, phrase in expected.items():
         assert phrase in failures[grade_id], failures[grade_id]
@@ -188,7 +162,7 @@ def test_backward_without_the_path_through_g_is_explained(kernel):
 # --- the notebooks ----------------------------------------------------------------------------
 
 def test_source_notebook_grade_cells_follow_the_rubric():
-    cells = [c for c in _notebook(SOURCE)["cells"] if c["metadata"].get("nbgrader", {}).get("grade")]
+    cells = [c for c in notebook(SOURCE)["cells"] if c["metadata"].get("nbgrader", {}).get("grade")]
     assert {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"] for c in cells} == POINTS
     by_id = {c.grade_id: c for c in reformer_lab.RUBRIC}
     for cell in cells:
@@ -208,7 +182,7 @@ def test_every_graded_function_has_a_solution_cell():
 
 @pytest.mark.parametrize("path", [SOURCE, RELEASE], ids=["source", "release"])
 def test_committed_notebooks_have_no_outputs(path):
-    for cell in _notebook(path)["cells"]:
+    for cell in notebook(path)["cells"]:
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None, cell["id"]
 
@@ -217,7 +191,7 @@ def test_release_hides_solutions_and_hidden_tests_but_keeps_visible_tests():
     text = RELEASE.read_text(encoding="utf-8")
     assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text and "reformer_lab.check" not in text
     assert "stable=True).indices" not in text and "torch.roll(chunks, 1" not in text  # no piece of the solution
-    release_cells = {c["id"]: _source(c) for c in _notebook(RELEASE)["cells"]}
+    release_cells = {c["id"]: _source(c) for c in notebook(RELEASE)["cells"]}
     for name in STUDENT_FUNCTIONS:
         assert release_cells[name].count("raise NotImplementedError()") == 1
     assert "[[0, 1, 2, 3]]" in release_cells["test_hash"]
