@@ -24,7 +24,7 @@ LABS = lab_modules()
 FEEDBACK_SAMPLES = {
     "01_attention": ("no_scaling", "you forgot to divide the scores by √d"),
     "02_bpe": ("stale_counts", "recount the pairs of the *merged* ids"),
-    "03_reformer": ("stores_activations", "the layer saves no memory"),
+    "05_reformer": ("stores_activations", "the layer saves no memory"),
 }
 
 

@@ -1,6 +1,6 @@
-"""Hidden checks of lab 03, the Reformer: LSH hashing, sorting and chunking; a reversible layer's backward.
+"""Hidden checks of lab 05, the Reformer: LSH hashing, sorting and chunking; a reversible layer's backward.
 
-One ``check_*`` function per graded cell of ``labs/source/03_reformer/reformer_lab.ipynb``; ``RUBRIC``
+One ``check_*`` function per graded cell of ``labs/source/05_reformer/reformer_lab.ipynb``; ``RUBRIC``
 lists them with their points. Students work on plain tensors of one head and one sequence:
 
 * ``hash_vectors(x (T, d), rotations (d, R, b/2), b) -> (R, T)`` and ``sort_by_bucket(buckets (T,))
@@ -64,7 +64,7 @@ __all__ = [
     "sublayer_g",
 ]
 
-ASSIGNMENT, NOTEBOOK = "03_reformer", "reformer_lab"  # labs/source/<ASSIGNMENT>/<NOTEBOOK>.ipynb
+ASSIGNMENT, NOTEBOOK = "05_reformer", "reformer_lab"  # labs/source/<ASSIGNMENT>/<NOTEBOOK>.ipynb
 TRIALS = 6
 BUCKET_COUNTS = (2, 4, 6, 8, 16)
 
