@@ -9,7 +9,9 @@
   (each row becomes ``k`` identical beams).
 
 :class:`CausalLMStepper` keeps the key/value cache, the attention mask and the position of each
-row (left padding: positions count real tokens only). :class:`Seq2SeqStepper` encodes the source
+row (left padding: positions count real tokens only). For beam search on our GPT the beams' cache
+lives in buffers reserved once (:mod:`course_lib.kv_cache`): each step's one copy also reorders the
+beams. (Greedy search and sampling keep the plain cache: with nothing to reorder it is as fast.) :class:`Seq2SeqStepper` encodes the source
 once and re-decodes the target prefix at each step (the course's Transformer has no cache).
 Not covered: HF encoder-decoders (use their ``generate``), caches that live on another device.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from .gpt import positions_from_mask, reorder_cache
+from .kv_cache import LayerKVBuffer, preallocate
 
 __all__ = ["Stepper", "CausalLMStepper", "Seq2SeqStepper"]
 
@@ -41,7 +44,7 @@ class CausalLMStepper(Stepper):
         return logits[:, -1].float()  # (N, V), only the newest position matters
 
     def start(self, ids, mask, capacity=None):
-        self.mask, self.past = mask, None
+        self.mask, self.past, self.capacity = mask, None, capacity
         positions = positions_from_mask(mask)  # (N, T), padding on the left does not shift positions
         self.next_position = positions[:, -1:] + 1  # (N, 1)
         return self._run(ids, positions)
@@ -59,7 +62,12 @@ class CausalLMStepper(Stepper):
             self.past.reorder_cache(rows)
 
     def expand(self, k):  # every row becomes k identical rows (beams), after the prompt was read once
-        self.reorder(torch.arange(len(self.mask), device=self.mask.device).repeat_interleave(k))
+        rows = torch.arange(len(self.mask), device=self.mask.device).repeat_interleave(k)
+        if self.capacity is not None and isinstance(self.past, tuple):  # our GPT: buffers for the beams
+            self.mask, self.next_position = self.mask[rows], self.next_position[rows]
+            self.past = preallocate(self.past, self.capacity, rows)
+        else:
+            self.reorder(rows)
 
 
 class Seq2SeqStepper(Stepper):

@@ -15,6 +15,8 @@ parameter names follow HF's ``GPT2LMHeadModel`` (``wte``, ``wpe``, ``h.0.attn.c_
 every layer; they do not change once computed, so ``forward(..., use_cache=True)`` returns them,
 one ``(k, v)`` pair per layer, each ``(B, H, T_seen, D/H)``, and the next call passes them back
 as ``past_key_values`` with only the new token(s). Beam search reorders them with :func:`reorder_cache`.
+Decoding passes layers of :mod:`course_lib.kv_cache` instead, whose room is reserved up front: each
+call appends to them in place rather than copying the whole cache into a longer one.
 
 **Batches of different prompt lengths** are padded on the *left*, so every row's last token is
 its newest one. ``attention_mask`` ``(B, T_past + T)`` is 1 at real tokens and 0 at padding;
@@ -36,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import scaled_dot_product_attention
+from .kv_cache import LayerKVBuffer
 from .multi_head import merge_heads, split_heads
 
 __all__ = ["GPTConfig", "GPT", "CausalLMOutput", "positions_from_mask", "reorder_cache", "load_shakespeare_gpt",
@@ -81,13 +84,18 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 def cached_length(past_key_values: KVCache | None) -> int:
     """How many tokens a cache holds (0 for none)."""
-    return 0 if past_key_values is None else past_key_values[0][0].shape[2]
+    if past_key_values is None:
+        return 0
+    first = past_key_values[0]
+    return first.length if isinstance(first, LayerKVBuffer) else first[0].shape[2]
 
 
 def reorder_cache(past_key_values: KVCache, rows: torch.Tensor) -> KVCache:
     """Keep batch rows ``rows`` (with repeats) of every cached key and value: beam search calls
-    this after choosing which beams survive, so each beam continues with its own history."""
-    return tuple((k.index_select(0, rows), v.index_select(0, rows)) for k, v in past_key_values)
+    this after choosing which beams survive, so each beam continues with its own history.
+    Preallocated layers (:class:`~course_lib.kv_cache.LayerKVBuffer`) are reordered in place."""
+    return tuple(layer.reorder(rows) if isinstance(layer, LayerKVBuffer) else
+                 (layer[0].index_select(0, rows), layer[1].index_select(0, rows)) for layer in past_key_values)
 
 
 class CausalSelfAttention(nn.Module):
@@ -101,7 +109,9 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, allowed, past=None, need_weights=False):
         q, k, v = self.c_attn(x).split(x.shape[-1], dim=-1)  # 3 × (B, T, D)
         q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))  # (B, H, T, D/H)
-        if past is not None:  # prepend what earlier calls computed
+        if isinstance(past, LayerKVBuffer):  # room reserved up front: written in place, no copy
+            k, v = past.append(k, v)  # (B, H, T_past + T, D/H) views
+        elif past is not None:  # prepend what earlier calls computed
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, T_past + T, D/H)
         dropout_p = self.dropout if self.training else 0.0
         if need_weights:  # the readable path, for plots
@@ -109,7 +119,7 @@ class CausalSelfAttention(nn.Module):
         else:  # torch's kernel directly: GPT.forward built the mask, so fused_attention's checks are redundant
             heads, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p), None
         out = F.dropout(self.c_proj(merge_heads(heads)), self.dropout, self.training)  # (B, T, D)
-        return out, (k, v), weights
+        return out, (past if isinstance(past, LayerKVBuffer) else (k, v)), weights
 
 
 class MLP(nn.Module):

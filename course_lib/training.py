@@ -76,21 +76,23 @@ def train_seq2seq(model: nn.Module, train_batches: Iterable[Batch], *, pad_id: i
                   valid_batches: Iterable[Batch] | None = None, epochs: int = 1, lr: float = 1e-3,
                   label_smoothing: float = 0.1, clip_norm: float | None = 1.0, warmup_steps: int = 0,
                   validate_every: int | None = None, max_steps: int | None = None, max_seconds: float | None = None,
-                  device: torch.device | str | None = None, progress: bool = True) -> dict:
+                  device: torch.device | str | None = None, progress: bool = True, start_step: int = 0) -> dict:
     """Train with AdamW; return the history dict.
 
     ``train_batches`` is re-iterated each epoch (a list or a DataLoader). The learning rate
     rises linearly for ``warmup_steps`` steps, then decays as ``1/√step`` (Vaswani et al.'s shape,
     peaking at ``lr``); with ``warmup_steps=0`` it stays at ``lr``. Validation runs every
     ``validate_every`` steps and at the end of each epoch. Training stops early after
-    ``max_steps`` steps or ``max_seconds`` seconds. History keys: ``step``, ``train_loss``,
+    ``max_steps`` steps or ``max_seconds`` seconds. ``start_step`` continues the learning-rate schedule
+    of an earlier run that stopped after that many steps (the step counts in the history start at 1). History keys: ``step``, ``train_loss``,
     ``lr``, ``valid_step``, ``valid_loss``, ``seconds``, ``device``.
     """
     device = get_device(device)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     if warmup_steps > 0:
-        schedule = lambda step: min((step + 1) / warmup_steps, math.sqrt(warmup_steps / (step + 1)))
+        schedule = lambda step: min((start_step + step + 1) / warmup_steps,
+                                    math.sqrt(warmup_steps / (start_step + step + 1)))
     else:
         schedule = lambda step: 1.0
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

@@ -70,7 +70,8 @@ def train_one(name: str, args, tokenizers, train, valid, out: Path) -> dict:
     params = sum(p.numel() for p in model.parameters())
     before = {"steps": 0, "train_seconds": 0.0}
     if args.resume and (out / f"multi30k_{name}.pt").is_file():
-        # Continue from the shipped weights (same config); the optimizer starts afresh.
+        # Continue from the shipped weights (same config); the optimizer's moments start afresh, the
+        # learning-rate schedule carries on from the earlier step count.
         previous = tr.load_translation_model(name, out)
         if previous.config != model.config:
             raise ValueError(f"--resume: the checkpoint's config {previous.config} differs from {model.config}")
@@ -85,7 +86,8 @@ def train_one(name: str, args, tokenizers, train, valid, out: Path) -> dict:
     history = train_seq2seq(model, train_batches, pad_id=tr.PAD_ID, valid_batches=valid_batches, epochs=1000,
                             lr=args.lr if is_transformer else args.rnn_lr, label_smoothing=0.1, clip_norm=1.0,
                             warmup_steps=args.warmup if is_transformer else 0, validate_every=args.validate_every,
-                            max_steps=args.steps, max_seconds=args.seconds, device=device, progress=not args.no_progress)
+                            max_steps=args.steps, max_seconds=args.seconds, device=device, progress=not args.no_progress,
+                            start_step=before["steps"])  # a resumed run continues the learning-rate decay
     steps, seconds = before["steps"] + history["step"][-1], before["train_seconds"] + history["seconds"]
     epochs = steps / len(train_batches)
     print(f"{name}: {steps} steps ({epochs:.2f} epochs) in {seconds:.0f} s; "
@@ -102,12 +104,19 @@ def train_one(name: str, args, tokenizers, train, valid, out: Path) -> dict:
         "parameters": params, "config": model.config, "steps": steps, "epochs": round(epochs, 2),
         "train_seconds": round(seconds, 1), "resumed_after_steps": before["steps"],
         "hardware": hardware(device), "device": history["device"],
-        "max_tokens_per_batch": args.max_tokens, "valid_loss": [round(v, 4) for v in history["valid_loss"]],
-        "valid_step": history["valid_step"], "final_train_loss": round(history["train_loss"][-1], 4),
+        "max_tokens_per_batch": args.max_tokens,
+        # a resumed run's validation history continues the earlier one
+        "valid_loss": before.get("valid_loss", []) + [round(v, 4) for v in history["valid_loss"]],
+        "valid_step": before.get("valid_step", []) + [before["steps"] + s for s in history["valid_step"]],
+        "final_train_loss": round(history["train_loss"][-1], 4),
         "translate_seconds_test2016": round(decode_seconds, 1), "torch": str(torch.__version__),
     }
     every = max(1, len(history["train_loss"]) // 200)  # a thinned loss curve for the chapter's plot
-    curve = {"step": history["step"][::every], "train_loss": [round(v, 4) for v in history["train_loss"][::every]]}
+    curve = {"step": [before["steps"] + s for s in history["step"][::every]],
+             "train_loss": [round(v, 4) for v in history["train_loss"][::every]]}
+    if before["steps"]:  # prepend the earlier run's curve
+        earlier = previous.checkpoint_info.get("curve", {"step": [], "train_loss": []})
+        curve = {key: earlier[key] + curve[key] for key in curve}
     path = tr.save_checkpoint(model, out / f"multi30k_{name}.pt", results=record, curve=curve)
     record["checkpoint_mb"] = round(path.stat().st_size / 2**20, 2)
     print(f"{name}: wrote {path} ({record['checkpoint_mb']} MB)", flush=True)
