@@ -24,6 +24,8 @@ LABS = lab_modules()
 FEEDBACK_SAMPLES = {
     "01_attention": ("no_scaling", "you forgot to divide the scores by √d"),
     "02_bpe": ("stale_counts", "recount the pairs of the *merged* ids"),
+    "03_seq2seq": ("no_causal_mask", "position t reads the very token it must predict"),
+    "04_decoding": ("cache_not_reordered", "beams are not reordered with their cache"),
     "05_reformer": ("stores_activations", "the layer saves no memory"),
 }
 
