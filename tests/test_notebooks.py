@@ -20,7 +20,8 @@ IDS = [str(p.relative_to(notebook_header.ROOT)) for p in NOTEBOOKS]
 def test_the_course_has_its_notebooks():
     names = {p.name for p in NOTEBOOKS}
     assert {"01_attention.ipynb", "attention_lab.ipynb", "02_tokenization.ipynb", "bpe_lab.ipynb",
-            "06_efficient_attention.ipynb", "reformer_lab.ipynb", "05_decoding.ipynb"} <= names
+            "03_rnn_attention.ipynb", "04_transformer.ipynb", "seq2seq_lab.ipynb", "05_decoding.ipynb",
+            "decoding_lab.ipynb", "06_efficient_attention.ipynb", "reformer_lab.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)

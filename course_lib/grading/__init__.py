@@ -4,6 +4,8 @@
   ``course_lib`` reference, fail with a message that says what is wrong and hints why.
 * :mod:`course_lib.grading.attention_lab`: lab 01 (attention, masks, head split/merge).
 * :mod:`course_lib.grading.bpe_lab`: lab 02 (BPE pair counts, merge step, training loop, encoding).
+* :mod:`course_lib.grading.seq2seq_lab`: lab 03 (additive attention, a Transformer decoder layer).
+* :mod:`course_lib.grading.decoding_lab`: lab 04 (top-k/top-p filtering, one beam search step).
 * :mod:`course_lib.grading.reformer_lab`: lab 05 (LSH hashing, bucket sort and chunks, reversible layers).
 
 * :mod:`course_lib.grading.sandbox` and :mod:`course_lib.grading.autograder`: grading from outside
