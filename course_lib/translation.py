@@ -18,7 +18,8 @@ pairs of equal length and the order of the batches.
 
 **BLEU** is sacrebleu's corpus BLEU (its ``13a`` tokenization, cased) against the raw references.
 Checkpoints (:func:`save_checkpoint`, :func:`load_translation_model`) store fp16 weights plus the
-model's config; ``scripts/train_translation.py`` writes them. Not covered: beam search, sampling,
+model's config; ``scripts/train_translation.py`` writes them. Beam search comes from
+:mod:`course_lib.decoding` (Transformer only). Not covered: sampling,
 joint vocabularies and shared embeddings, other language pairs' checkpoints.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from .data import multi30k_dataset
+from .decoding import generate
 from .rnn_seq2seq import RNNSeq2Seq
 from .tokenization import ByteLevelBPE, train_bpe
 from .training import greedy_decode_rnn, greedy_decode_transformer
@@ -202,11 +204,14 @@ def _strip(ids: list[int]) -> list[int]:
 
 @torch.no_grad()
 def translate(model: nn.Module, sentences: Sequence[str], tokenizers: Tokenizers | None = None, *,
-              src: str = "de", tgt: str = "en", batch_size: int = 100, max_new_tokens: int | None = None) -> list[str]:
-    """Greedy translations of ``sentences`` (a list of strings) by a :class:`Transformer` or :class:`RNNSeq2Seq`.
+              src: str = "de", tgt: str = "en", batch_size: int = 100, max_new_tokens: int | None = None,
+              num_beams: int = 1, length_penalty: float = 1.0) -> list[str]:
+    """Translations of ``sentences`` (a list of strings) by a :class:`Transformer` or :class:`RNNSeq2Seq`.
 
-    ``tokenizers`` defaults to the shipped Multi30k ones. Each output is at most
-    ``max_new_tokens`` tokens (default: twice the source length plus 10, within the model's table).
+    Greedy by default; ``num_beams > 1`` (Transformer only) runs :func:`course_lib.decoding.generate`'s
+    beam search with ``length_penalty``. ``tokenizers`` defaults to the shipped Multi30k ones. Each
+    output is at most ``max_new_tokens`` tokens (default: twice the source length plus 10, within the
+    model's table).
     """
     if isinstance(sentences, str):
         raise TypeError("translate takes a list of sentences; wrap a single one as [sentence]")
@@ -218,7 +223,17 @@ def translate(model: nn.Module, sentences: Sequence[str], tokenizers: Tokenizers
         raise ValueError(f"a sentence is longer than the model's max_len of {model.max_len} tokens")
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
     outputs: list[str] = [""] * len(encoded)
-    decode = greedy_decode_transformer if isinstance(model, Transformer) else greedy_decode_rnn
+    if num_beams > 1 and not isinstance(model, Transformer):
+        raise ValueError("beam search here needs the Transformer (the RNN's decoder has no stepper); use num_beams=1")
+    if num_beams > 1:
+        def decode(model, src_batch, *, max_new_tokens, **_):  # (B, S) -> (B, L) generated ids, EOS then padding
+            start = torch.full((len(src_batch), 1), BOS_ID)
+            ids = generate(model, start, source=src_batch, source_mask=src_batch != PAD_ID, num_beams=num_beams,
+                           length_penalty=length_penalty, early_stopping=True, max_new_tokens=max_new_tokens,
+                           eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+            return ids[:, 1:]
+    else:
+        decode = greedy_decode_transformer if isinstance(model, Transformer) else greedy_decode_rnn
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         src_batch = pad_batch([encoded[i] for i in chunk])  # (B, S)
@@ -240,12 +255,13 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 
 
 def bleu(model: nn.Module, split: str = "test2016", *, limit: int | None = None, tokenizers: Tokenizers | None = None,
-         src: str = "de", tgt: str = "en", return_translations: bool = False):
-    """BLEU of ``model``'s greedy translations of a Multi30k split (the first ``limit`` pairs if given)."""
+         src: str = "de", tgt: str = "en", return_translations: bool = False, num_beams: int = 1):
+    """BLEU of ``model``'s translations (greedy, or beam search with ``num_beams``) of a Multi30k split
+    (the first ``limit`` pairs if given)."""
     dataset = multi30k_dataset(_SPLITS.get(split, split), src, tgt)
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
-    hypotheses = translate(model, dataset[src], tokenizers, src=src, tgt=tgt)
+    hypotheses = translate(model, dataset[src], tokenizers, src=src, tgt=tgt, num_beams=num_beams)
     score = corpus_bleu(hypotheses, dataset[tgt])
     return (score, hypotheses) if return_translations else score
 

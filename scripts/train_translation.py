@@ -13,6 +13,8 @@ and writes ``course_lib/checkpoints/multi30k_<name>.pt`` (fp16 weights), the tok
     python scripts/train_translation.py --tokenizer-only
     python scripts/train_translation.py --models transformer --seconds 1500 --threads 1
     python scripts/train_translation.py --models rnn_attention rnn_plain --seconds 480 --threads 1
+    python scripts/train_translation.py --models transformer --resume --ffn 512 --seconds 5400 --threads 1
+    python scripts/train_translation.py --beam-only --beams 4   # add beam-search BLEU to the Transformer's record
 
 The data come from ``COURSE_DATA_DIR`` (or a download), see :mod:`course_lib.data`.
 """
@@ -117,11 +119,34 @@ def train_one(name: str, args, tokenizers, train, valid, out: Path) -> dict:
     if before["steps"]:  # prepend the earlier run's curve
         earlier = previous.checkpoint_info.get("curve", {"step": [], "train_loss": []})
         curve = {key: earlier[key] + curve[key] for key in curve}
+    if args.beams > 1 and is_transformer:
+        record.update(beam_bleu(model, tokenizers, args.beams))
     path = tr.save_checkpoint(model, out / f"multi30k_{name}.pt", results=record, curve=curve)
     record["checkpoint_mb"] = round(path.stat().st_size / 2**20, 2)
     print(f"{name}: wrote {path} ({record['checkpoint_mb']} MB)", flush=True)
     update_results(out / "multi30k_results.json", name, record)
     return record
+
+
+def beam_bleu(model, tokenizers, beams: int) -> dict:
+    """BLEU on test2016 with beam search (length penalty 1), as extra fields of the model's record."""
+    start = time.perf_counter()
+    score = tr.bleu(model, "test2016", tokenizers=tokenizers, num_beams=beams)
+    seconds = time.perf_counter() - start
+    print(f"BLEU test2016 with beam search ({beams} beams) = {score:.2f} ({seconds:.0f} s)", flush=True)
+    return {"bleu_test2016_beam": round(score, 2), "beam_settings": f"{beams} beams, length penalty 1.0",
+            "translate_seconds_test2016_beam": round(seconds, 1)}
+
+
+def add_beam_bleu(name: str, out: Path, tokenizers, beams: int) -> None:
+    """--beam-only: score a saved Transformer with beam search and add it to its record (weights unchanged)."""
+    path = out / f"multi30k_{name}.pt"
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = tr.load_translation_model(name, out)
+    checkpoint["results"].update(beam_bleu(model, tokenizers, beams))
+    torch.save(checkpoint, path)
+    update_results(out / "multi30k_results.json", name, checkpoint["results"] | {
+        "checkpoint_mb": round(path.stat().st_size / 2**20, 2)})
 
 
 def main(argv=None) -> int:
@@ -152,6 +177,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the model's checkpoint in --out")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--beams", type=int, default=0, help="also report the Transformer's BLEU with this many beams")
+    parser.add_argument("--beam-only", action="store_true",
+                        help="train nothing: add the saved Transformer's beam-search BLEU (--beams) to its record")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -166,6 +194,9 @@ def main(argv=None) -> int:
     if args.tokenizer_only:
         return 0
     tokenizers = tr.load_tokenizers(bpe_dir)
+    if args.beam_only:
+        add_beam_bleu("transformer", args.out, tokenizers, args.beams or 4)
+        return 0
     train, valid = tr.encode_split("train", tokenizers), tr.encode_split("val", tokenizers)
     for name in args.models:
         train_one(name, args, tokenizers, train, valid, args.out)

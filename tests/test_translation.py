@@ -179,6 +179,27 @@ def test_translate_keeps_order_and_batching_does_not_change_the_output(models, t
     assert tr.translate(model, [german[3]]) == [one_batch[3]]
 
 
+def test_generate_on_the_transformer_equals_greedy_translation_and_beams_translate(models, test_100):
+    # The decoding module's encoder-decoder path (what beam search uses) reproduces the greedy
+    # decoder token for token; beam search then gives real sentences, in order.
+    from course_lib.decoding import generate
+    from course_lib.training import greedy_decode_transformer
+
+    model, tokenizers = models["transformer"], tr.load_tokenizers()
+    german = [de for de, _ in test_100[:6]]
+    src = tr.pad_batch([tr._source_ids(tokenizers["de"], de) for de in german])
+    greedy = greedy_decode_transformer(model, src, bos_id=tr.BOS_ID, eos_id=tr.EOS_ID, pad_id=tr.PAD_ID,
+                                       max_new_tokens=30)
+    start = torch.full((len(german), 1), tr.BOS_ID)
+    generated = generate(model, start, source=src, source_mask=src != tr.PAD_ID, max_new_tokens=30,
+                         eos_token_id=tr.EOS_ID, pad_token_id=tr.PAD_ID)[:, 1:]
+    assert torch.equal(generated, greedy[:, :generated.shape[1]]) and (greedy[:, generated.shape[1]:] == 0).all()
+    beams = tr.translate(model, german, num_beams=3)
+    assert len(beams) == 6 and all(beams) and tr.translate(model, german[:1], num_beams=3) == beams[:1]
+    with pytest.raises(ValueError, match="needs the Transformer"):
+        tr.translate(models["rnn_attention"], german, num_beams=3)
+
+
 def test_translate_and_load_reject_bad_input(models):
     model = models["rnn_plain"]
     with pytest.raises(ValueError, match="no sentences"):
