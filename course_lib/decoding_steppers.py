@@ -11,8 +11,9 @@
 :class:`CausalLMStepper` keeps the key/value cache, the attention mask and the position of each
 row (left padding: positions count real tokens only). For beam search on our GPT the beams' cache
 lives in buffers reserved once (:mod:`course_lib.kv_cache`): each step's one copy also reorders the
-beams. (Greedy search and sampling keep the plain cache: with nothing to reorder it is as fast.) :class:`Seq2SeqStepper` encodes the source
-once and re-decodes the target prefix at each step (the course's Transformer has no cache).
+beams (greedy search and sampling keep the plain cache: with nothing to reorder it is as fast).
+:class:`Seq2SeqStepper` encodes the source once and re-decodes the target prefix at each step (the
+course's Transformer has no cache).
 Not covered: HF encoder-decoders (use their ``generate``), caches that live on another device.
 """
 from __future__ import annotations

@@ -15,8 +15,8 @@ parameter names follow HF's ``GPT2LMHeadModel`` (``wte``, ``wpe``, ``h.0.attn.c_
 every layer; they do not change once computed, so ``forward(..., use_cache=True)`` returns them,
 one ``(k, v)`` pair per layer, each ``(B, H, T_seen, D/H)``, and the next call passes them back
 as ``past_key_values`` with only the new token(s). Beam search reorders them with :func:`reorder_cache`.
-Decoding passes layers of :mod:`course_lib.kv_cache` instead, whose room is reserved up front: each
-call appends to them in place rather than copying the whole cache into a longer one.
+Beam search passes layers of :mod:`course_lib.kv_cache` instead: buffers reserved up front, which
+grow by the new token and take the surviving beams' rows in one copy per step.
 
 **Batches of different prompt lengths** are padded on the *left*, so every row's last token is
 its newest one. ``attention_mask`` ``(B, T_past + T)`` is 1 at real tokens and 0 at padding;
