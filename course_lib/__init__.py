@@ -1,33 +1,52 @@
 """Transformers from Scratch: the course's teaching library.
 
 One canonical implementation of each concept the course teaches; the chapters show this code
-(``inspect.getsource``) and the labs grade against it.
+(``show_source``) and the labs grade against it. Organised by topic, each package a chapter's
+subject, its modules small and in reading order:
+
+=================  ==========================================================================
+``attention``      scaled dot-product attention, masks, multi-head attention, positions
+``tokenization``   byte-level BPE, pinned to GPT-2's tokenizer and HF ``tokenizers``
+``decoding``       greedy search, sampling, beam search, constrained search; the steppers
+``seq2seq``        RNN encoder-decoders, the Transformer, training, translation and BLEU
+``models``         the course's own trained models: a GPT and the string reverser
+``reformer``       LSH attention, chunking, reversible layers (and the memory benchmark)
+``lab_checks``     the labs' hidden checks (the instructor's grader is ``course_grader``)
+=================  ==========================================================================
+
+Below them: ``runtime`` (device, fast mode, checkpoints), ``data`` (the datasets), ``viz``
+(plots, the explorers' frame, ``show_source``, offline bertviz) and ``notebooks`` (the course's
+notebook headers). **One rule for widgets:** each chapter's explorers live beside their topic, in
+``course_lib/<topic>/widgets.py``, built on :class:`course_lib.viz.Explorer`. **One rule for
+imports:** a package imports only packages listed above it in this table (and the ones below
+the table), never the package root, so there is no import circle; ``tests/test_layout.py`` checks it.
+
+The names below are the ones the chapters, labs and README use: ``from course_lib import X``.
 """
-from .attention import fused_attention, scaled_dot_product_attention
-from .decoding import generate
-from .device import describe_device, get_device
-from .gpt import GPT, GPTConfig, load_shakespeare_gpt
-from .masks import causal_mask, padding_mask, to_additive
-from .multi_head import MultiHeadAttention, merge_heads, split_heads
-from .positional import SinusoidalPositionalEncoding, sinusoidal_positional_encoding
-from .rnn_seq2seq import AdditiveAttention, RNNSeq2Seq
-from .training import greedy_decode_rnn, greedy_decode_transformer, sequence_loss, train_seq2seq
-from .transformer_layers import (
-    TransformerDecoder, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer,
+from .attention import (
+    MultiHeadAttention, SinusoidalPositionalEncoding, causal_mask, fused_attention, merge_heads, padding_mask,
+    scaled_dot_product_attention, sinusoidal_positional_encoding, split_heads, to_additive,
 )
-from .transformer_model import Transformer
+from .decoding import generate
+from .models import GPT, GPTConfig, load_shakespeare_gpt
+from .notebooks import REPOSITORY
+from .runtime import describe_device, fast_mode, get_device
+from .seq2seq import (
+    AdditiveAttention, RNNSeq2Seq, Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
+    TransformerEncoderLayer, sequence_loss, train_seq2seq,
+)
+from .seq2seq.training import greedy_decode_rnn, greedy_decode_transformer
 
 __version__ = "0.1.0"
-REPOSITORY = "transformers-from-scratch/course"  # GitHub owner/name: Colab badges, Binder, book links
 
 __all__ = [
     "scaled_dot_product_attention", "fused_attention",
     "causal_mask", "padding_mask", "to_additive",
     "MultiHeadAttention", "split_heads", "merge_heads",
     "sinusoidal_positional_encoding", "SinusoidalPositionalEncoding",
-    "get_device", "describe_device",
+    "get_device", "describe_device", "fast_mode",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",
     "AdditiveAttention", "RNNSeq2Seq",
     "train_seq2seq", "sequence_loss", "greedy_decode_transformer", "greedy_decode_rnn",
-    "GPT", "GPTConfig", "load_shakespeare_gpt", "generate",
+    "GPT", "GPTConfig", "load_shakespeare_gpt", "generate", "REPOSITORY",
 ]

@@ -25,12 +25,10 @@ import json
 import os
 import pathlib
 import resource
-import sys
 import threading
 import time
 import tracemalloc
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from course_lib.data import read_text
 from course_lib.tokenization import ByteLevelBPE, train_bpe, train_bpe_naive
 

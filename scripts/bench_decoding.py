@@ -4,7 +4,7 @@
     python scripts/bench_decoding.py --random      # random weights of the same shape (no checkpoint needed)
 
 For batch 1 and 8 (prompts of different lengths, left-padded), 64 new tokens, greedy and beam
-search with 4 beams: our :func:`course_lib.decoding.generate` on :class:`course_lib.gpt.GPT` and
+search with 4 beams: our :func:`course_lib.decoding.generate` on :class:`course_lib.models.gpt.GPT` and
 ``GPT2LMHeadModel.generate`` on the same weights (:meth:`GPT.to_hf`). Outputs are asserted
 identical; each timing is the best of ``--repeats`` runs (CPU time of the one
 decoding thread, so other load on a shared machine distorts it less), ours and HF's interleaved so both see
@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from course_lib.decoding import generate  # noqa: E402
-from course_lib.gpt import GPT, SHAKESPEARE_CHECKPOINT, GPTConfig, load_shakespeare_gpt  # noqa: E402
+from course_lib.decoding import generate
+from course_lib.models.gpt import GPT, SHAKESPEARE_CHECKPOINT, GPTConfig, load_shakespeare_gpt
 
 PROMPTS = ["ROMEO:\n", "First Citizen:\nBefore we proceed any further, hear me speak.\n", "KING RICHARD II:\nNo",
            "JULIET:\nO Romeo, Romeo!", "MENENIUS:\nWhat work's, my countrymen, in hand? Where go you\n",

@@ -34,10 +34,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 import labs  # scripts/labs.py
-from course_lib.grading import autograder
-from course_lib.grading.sandbox import Limits, Sandbox
+from course_grader import autograder
+from course_grader.registry import lab as find_lab
+from course_grader.sandbox import Limits, Sandbox
 
-MISTAKES = {"01_attention": REPO / "tests" / "fixtures" / "lab_attention"}
+MISTAKES = {"01_attention": REPO / "tests" / "fixtures" / "labs" / "attention"}
 
 
 def part_overhead(repeats: int = 60) -> float:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     overhead = part_overhead()
-    module = autograder.lab_modules()[args.lab]
+    module = find_lab(args.lab).checks
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
         folder = Path(tmp)
         class_ = synthetic_class(args.lab, args.submissions, folder)

@@ -36,8 +36,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import labs
-from course_lib.grading import autograder, feedback
-from course_lib.grading.sandbox import Limits
+from course_grader import autograder, feedback
+from course_grader.registry import LABS
+from course_grader.registry import lab as find_lab
+from course_grader.sandbox import Limits
 
 
 def submissions_of(folder: Path, lab: str, notebook: str) -> dict[str, Path]:
@@ -67,7 +69,7 @@ def private_paths(out: Path, warnings: set[str]) -> list[Path]:
     """``[out]`` (everyone's grades and feedback) to hide from student code, unless hiding it would
     also hide Python or the course's library, which the sandboxed code needs."""
     out = out.resolve()
-    needed = [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(autograder.REPO / "course_lib")]
+    needed = [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(__file__).resolve().parents[1] / "course_lib"]
     if any(path == out or out in path.parents for path in needed):
         warnings.add(f"{out} holds Python or course_lib, so it is not hidden from student code: "
                      "choose an --out folder of its own")
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="bytes of outputs a cell keeps in the feedback notebook (default: %(default)s)")
     args = parser.parse_args(argv)
 
-    modules, warnings = autograder.lab_modules(), set()
+    modules, warnings = {lab.assignment: lab for lab in LABS}, set()
     labs_to_grade = args.labs or sorted({p.name for p in args.submissions.glob("*/*") if p.name in modules})
     course = args.out.resolve() / "course"
     fresh = not course.exists()
@@ -106,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         labs.scratch_course(course)
     for lab in labs_to_grade:
         if lab not in modules:
-            parser.error(f"no rubric for lab {lab!r} in course_lib.grading (known: {', '.join(sorted(modules))})")
+            parser.error(f"no lab {lab!r} in course_grader.registry (known: {', '.join(sorted(modules))})")
         if fresh:
             labs.generate_release(course, lab)
-        module = modules[lab]
-        submissions = submissions_of(args.submissions, lab, module.NOTEBOOK)
+        module = modules[lab].checks
+        submissions = submissions_of(args.submissions, lab, modules[lab].notebook)
         results = autograder.grade_batch(  # the output folder is hidden too: it holds everyone's grades
             course, lab, submissions, workers=args.workers, hidden_paths=private_paths(args.out, warnings),
             limits=Limits(wall_seconds=args.timeout, cpu_seconds=int(args.timeout) + 5), warnings=warnings)

@@ -27,18 +27,16 @@ from __future__ import annotations
 import argparse
 import math
 import pathlib
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from course_lib.data import read_text  # noqa: E402
-from course_lib.gpt import GPT, GPTConfig  # noqa: E402
-from course_lib.tokenization import ByteLevelBPE, train_bpe  # noqa: E402
+from course_lib.data import read_text
+from course_lib.models.gpt import GPT, GPTConfig
+from course_lib.tokenization import ByteLevelBPE, train_bpe
 
-CHECKPOINT_DIR = pathlib.Path(__file__).resolve().parents[1] / "course_lib" / "checkpoints"
+from course_lib.runtime import CHECKPOINT_DIR
 NAME = "gpt_shakespeare"
 VOCAB_SIZE = 2048
 END_OF_TEXT = "<|endoftext|>"

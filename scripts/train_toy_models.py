@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from course_lib.toy_models import REVERSER_ALPHABET, REVERSER_CHECKPOINT, CharVocab, Reverser  # noqa: E402
+from course_lib.models.reverser import REVERSER_ALPHABET, REVERSER_CHECKPOINT, CharVocab, Reverser
 
 CONFIG = dict(dim=32, num_heads=2, num_layers=2, ffn_dim=64, max_len=12)
 MIN_LEN = 1

@@ -2,8 +2,8 @@
 
 Trains up to three models on the same BPE tokenizers, each for a wall-clock budget:
 
-* ``transformer``: :class:`course_lib.transformer_model.Transformer`
-* ``rnn_attention``: :class:`course_lib.rnn_seq2seq.RNNSeq2Seq` with additive attention
+* ``transformer``: :class:`course_lib.seq2seq.transformer.Transformer`
+* ``rnn_attention``: :class:`course_lib.seq2seq.rnn.RNNSeq2Seq` with additive attention
 * ``rnn_plain``: the same RNN without attention (the fixed-context bottleneck)
 
 and writes ``course_lib/checkpoints/multi30k_<name>.pt`` (fp16 weights), the tokenizer files in
@@ -24,19 +24,17 @@ import argparse
 import json
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from course_lib import translation as tr
-from course_lib.device import get_device
-from course_lib.rnn_seq2seq import RNNSeq2Seq
-from course_lib.training import train_seq2seq
-from course_lib.transformer_model import Transformer
+from course_lib.seq2seq import translation as tr
+from course_lib.runtime import get_device
+from course_lib.seq2seq.rnn import RNNSeq2Seq
+from course_lib.seq2seq.training import train_seq2seq
+from course_lib.seq2seq.transformer import Transformer
 
 
 def hardware(device: torch.device) -> str:

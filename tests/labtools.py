@@ -7,12 +7,14 @@ import json
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
-REPO = Path(__file__).resolve().parent.parent
+from course_grader.registry import lab as find_lab
+from tests.paths import FIXTURES, REPO
 
 
 def load_module(path: Path, name: str) -> ModuleType:
-    """Import a file that is not on sys.path (a script, a mistake fixture) under ``name``."""
+    """Import a file that is not a package module (a script, a mistake fixture) under ``name``."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -23,14 +25,23 @@ def load_module(path: Path, name: str) -> ModuleType:
 labs_script = load_module(REPO / "scripts" / "labs.py", "labs_script")
 
 
-def lab_files(lab_module) -> tuple[str, Path, Path, Path, list[Path], dict[str, float]]:
-    """``(assignment, source, release, mistakes_dir, mistakes, points)`` of a ``course_lib.grading`` lab."""
-    lab = lab_module.ASSIGNMENT
-    source = REPO / "labs" / "source" / lab / f"{lab_module.NOTEBOOK}.ipynb"
-    release = REPO / "labs" / "release" / lab / f"{lab_module.NOTEBOOK}.ipynb"
-    mistakes_dir = REPO / "tests" / "fixtures" / f"lab_{lab.split('_', 1)[1]}"
-    points = {criterion.grade_id: criterion.points for criterion in lab_module.RUBRIC}
-    return lab, source, release, mistakes_dir, sorted(mistakes_dir.glob("*.py")), points
+class LabFiles(NamedTuple):
+    assignment: str  # e.g. "05_decoding"
+    source: Path  # labs/source/<assignment>/<notebook>.ipynb
+    release: Path  # labs/release/<assignment>/<notebook>.ipynb
+    mistakes_dir: Path  # tests/fixtures/labs/<topic>/
+    mistakes: list[Path]  # the known-mistake files in it
+    points: dict[str, float]  # grade_id -> points, from the lab's RUBRIC
+
+
+def lab_files(topic: str) -> LabFiles:
+    """The files of the lab named ``topic`` (or its assignment name) in the registry."""
+    lab = find_lab(topic)
+    source = REPO / "labs" / "source" / lab.assignment / f"{lab.notebook}.ipynb"
+    release = REPO / "labs" / "release" / lab.assignment / f"{lab.notebook}.ipynb"
+    mistakes_dir = FIXTURES / "labs" / lab.topic
+    points = {criterion.grade_id: criterion.points for criterion in lab.checks.RUBRIC}
+    return LabFiles(lab.assignment, source, release, mistakes_dir, sorted(mistakes_dir.glob("*.py")), points)
 
 
 def notebook(path: Path) -> dict:

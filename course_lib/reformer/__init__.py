@@ -12,7 +12,7 @@ from .axial import AxialPositionEmbeddings, PositionEmbeddings
 from .chunked_ff import ChunkedFeedForward, apply_chunking
 from .local_attention import LocalSelfAttention, look_adjacent
 from .lsh import (
-    check_num_buckets,
+    validate_num_buckets,
     hash_vectors,
     random_rotations,
     sort_by_bucket,
@@ -29,7 +29,7 @@ from .model import (
 from .reversible import ReversibleBlock, ReversibleSequence
 
 __all__ = [
-    "check_num_buckets", "total_buckets", "random_rotations", "hash_vectors", "sort_by_bucket",
+    "validate_num_buckets", "total_buckets", "random_rotations", "hash_vectors", "sort_by_bucket",
     "LSHSelfAttention", "normalise_keys", "LocalSelfAttention", "look_adjacent",
     "ChunkedFeedForward", "apply_chunking", "ReversibleBlock", "ReversibleSequence",
     "AxialPositionEmbeddings", "PositionEmbeddings",

@@ -21,16 +21,16 @@ import math
 import torch
 from torch import nn
 
-from ..multi_head import merge_heads, split_heads
+from ..attention.multi_head import merge_heads, split_heads
 
-__all__ = ["MASK_VALUE", "SELF_MASK_VALUE", "check_chunking", "look_adjacent", "attend_in_chunks",
+__all__ = ["MASK_VALUE", "SELF_MASK_VALUE", "validate_chunking", "look_adjacent", "attend_in_chunks",
            "LocalSelfAttention"]
 
 MASK_VALUE = -1e9  # blocked by causal or padding mask
 SELF_MASK_VALUE = -1e5  # a token's score with itself in LSH attention: above MASK_VALUE, so used only as last resort
 
 
-def check_chunking(seq_len: int, chunk_length: int) -> int:
+def validate_chunking(seq_len: int, chunk_length: int) -> int:
     """Number of chunks; a clear error when ``seq_len`` is not a multiple of ``chunk_length``."""
     if chunk_length < 1:
         raise ValueError(f"chunk_length must be >= 1, got {chunk_length}")
@@ -126,7 +126,7 @@ class LocalSelfAttention(nn.Module):
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, seq_len, _ = hidden.shape
-        num_chunks = check_chunking(seq_len, self.chunk_length)
+        num_chunks = validate_chunking(seq_len, self.chunk_length)
         chunk = seq_len // num_chunks
         before, after = (self.num_chunks_before, self.num_chunks_after) if num_chunks > 1 else (0, 0)
 
@@ -139,7 +139,7 @@ class LocalSelfAttention(nn.Module):
         positions = chunked(torch.arange(seq_len, device=hidden.device).expand(batch, 1, seq_len))  # (B, 1, N, c)
         keep = None
         if attention_mask is not None:
-            _check_mask(attention_mask, batch, seq_len)
+            _validate_mask(attention_mask, batch, seq_len)
             keep = look_adjacent(chunked(attention_mask.to(torch.bool)[:, None, :]), before, after)  # (B, 1, N, k)
         out, _ = attend_in_chunks(
             q, look_adjacent(k, before, after), look_adjacent(v, before, after),
@@ -161,7 +161,7 @@ class LocalSelfAttention(nn.Module):
         return ours
 
 
-def _check_mask(mask: torch.Tensor, batch: int, seq_len: int) -> None:
+def _validate_mask(mask: torch.Tensor, batch: int, seq_len: int) -> None:
     if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (batch, seq_len):
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise ValueError(f"attention_mask must have shape (batch, seq_len) = {(batch, seq_len)}, got {shape}")

@@ -8,7 +8,7 @@ next to each other after sorting by bucket.
 
 Covered:
 
-* :func:`check_num_buckets` — an even number of buckets, or a factorized pair/list of even
+* :func:`validate_num_buckets` — an even number of buckets, or a factorized pair/list of even
   counts ``[b1, b2]`` (``b1 * b2`` buckets from only ``(b1 + b2) / 2`` rotation columns, which
   keeps the rotations small for very long sequences);
 * :func:`random_rotations` — drawn like HF's Reformer: ``torch.randn(H, d, n_hashes, size/2)``,
@@ -29,15 +29,15 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["check_num_buckets", "total_buckets", "random_rotations", "hash_vectors", "sort_by_bucket"]
+__all__ = ["validate_num_buckets", "total_buckets", "random_rotations", "hash_vectors", "sort_by_bucket"]
 
 NumBuckets = int | Sequence[int]
 
 
-def check_num_buckets(num_buckets: NumBuckets) -> list[int]:
+def validate_num_buckets(num_buckets: NumBuckets) -> list[int]:
     """Validate ``num_buckets`` (an even int, or a list of even ints) and return it as a list.
 
-    >>> check_num_buckets(8), check_num_buckets([4, 8])
+    >>> validate_num_buckets(8), validate_num_buckets([4, 8])
     ([8], [4, 8])
     """
     factors = [num_buckets] if isinstance(num_buckets, int) else list(num_buckets)
@@ -54,7 +54,7 @@ def check_num_buckets(num_buckets: NumBuckets) -> list[int]:
 
 def total_buckets(num_buckets: NumBuckets) -> int:
     """Number of distinct buckets: ``b`` or the product ``b1 * b2 * ...``."""
-    return math.prod(check_num_buckets(num_buckets))
+    return math.prod(validate_num_buckets(num_buckets))
 
 
 def random_rotations(
@@ -73,7 +73,7 @@ def random_rotations(
     """
     if num_hashes < 1:
         raise ValueError(f"num_hashes must be >= 1, got {num_hashes}")
-    columns = sum(check_num_buckets(num_buckets)) // 2
+    columns = sum(validate_num_buckets(num_buckets)) // 2
     shape = (num_heads, head_dim, num_hashes, columns)
     if seed is None:
         return torch.randn(shape, device=device, dtype=dtype)
@@ -95,7 +95,7 @@ def hash_vectors(
     ``i2`` with the next ``b2/2``. ``padding_mask (B, T)`` (True = real token): if any token is
     padding, padding tokens all go to the extra bucket ``total_buckets`` so that they sort last.
     """
-    factors = check_num_buckets(num_buckets)
+    factors = validate_num_buckets(num_buckets)
     if vectors.ndim != 4:
         raise ValueError(f"vectors must have shape (batch, heads, seq_len, dim), got {tuple(vectors.shape)}")
     heads, dim, _, columns = rotations.shape

@@ -30,16 +30,16 @@ import math
 import torch
 from torch import nn
 
-from ..multi_head import merge_heads, split_heads
+from ..attention.multi_head import merge_heads, split_heads
 from .local_attention import (
-    _check_mask,
+    _validate_mask,
     attend_in_chunks,
-    check_chunking,
+    validate_chunking,
     look_adjacent,
 )
 from .lsh import (
     NumBuckets,
-    check_num_buckets,
+    validate_num_buckets,
     hash_vectors,
     random_rotations,
     sort_by_bucket,
@@ -79,7 +79,7 @@ class LSHSelfAttention(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        check_num_buckets(num_buckets)
+        validate_num_buckets(num_buckets)
         if min(hidden_size, num_heads, head_size, chunk_length, num_hashes) < 1:
             raise ValueError("hidden_size, num_heads, head_size, chunk_length and num_hashes must be >= 1")
         self.num_heads, self.head_size, self.chunk_length = num_heads, head_size, chunk_length
@@ -97,9 +97,9 @@ class LSHSelfAttention(nn.Module):
         rotations: torch.Tensor | None = None,
     ) -> torch.Tensor:
         batch, seq_len, _ = hidden.shape
-        num_chunks = check_chunking(seq_len, self.chunk_length)
+        num_chunks = validate_chunking(seq_len, self.chunk_length)
         if attention_mask is not None:
-            _check_mask(attention_mask, batch, seq_len)
+            _validate_mask(attention_mask, batch, seq_len)
         qk = split_heads(self.query_key(hidden), self.num_heads)  # (B, H, T, d)
         v = split_heads(self.value(hidden), self.num_heads)  # (B, H, T, d)
         dropout_p = self.dropout if self.training else 0.0

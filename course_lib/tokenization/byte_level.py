@@ -25,7 +25,7 @@ __all__ = [
     "GPT2_SPLIT_PATTERN",
     "as_texts",
     "bytes_to_unicode",
-    "check_text",
+    "validate_text",
     "count_words",
     "from_byte_chars",
     "initial_vocab",
@@ -66,7 +66,7 @@ CHAR_TO_BYTE: dict[str, int] = {char: byte for byte, char in BYTE_TO_CHAR.items(
 _ENCODE_TABLE = [BYTE_TO_CHAR[byte] for byte in range(256)]
 
 
-def check_text(text, what: str = "text") -> str:
+def validate_text(text, what: str = "text") -> str:
     """Return ``text`` if it is a ``str`` that UTF-8 can encode; otherwise raise a helpful error."""
     if isinstance(text, str):
         try:
@@ -114,7 +114,7 @@ def pretokenize(text: str) -> list[str]:
     >>> pretokenize("Hello world, it's 2024!\\n")
     ['Hello', ' world', ',', ' it', "'s", ' 2024', '!', '\\n']
     """
-    return SPLIT_REGEX.findall(check_text(text))
+    return SPLIT_REGEX.findall(validate_text(text))
 
 
 def _special_pattern(special_tokens: Iterable[str]):
@@ -132,7 +132,7 @@ def split_special(text: str, special_tokens: Iterable[str]) -> list[tuple[str, b
     >>> split_special("a<|endoftext|>b", ["<|endoftext|>"])
     [('a', False), ('<|endoftext|>', True), ('b', False)]
     """
-    check_text(text)
+    validate_text(text)
     pattern = _special_pattern(special_tokens)
     if pattern is None:
         return [(text, False)] if text else []
@@ -152,8 +152,8 @@ def as_texts(texts) -> Iterable[str]:
     if isinstance(texts, str):
         return [texts]
     if isinstance(texts, (bytes, bytearray)) or texts is None or not isinstance(texts, Iterable):
-        check_text(texts, "texts")  # raises the helpful TypeError
-    return (check_text(text, "each training text") for text in texts)
+        validate_text(texts, "texts")  # raises the helpful TypeError
+    return (validate_text(text, "each training text") for text in texts)
 
 
 def count_words(texts) -> Counter[str]:

@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from .byte_level import count_words, initial_vocab
-from .naive_trainer import check_training_args
+from .naive_trainer import validate_training_args
 from .tokenizer import ByteLevelBPE
 
 __all__ = ["merge_word_with_changes", "train_bpe"]
@@ -72,7 +72,7 @@ def train_bpe(texts, vocab_size: int, *, min_frequency: int = 2,
     >>> train_bpe(["aaab aaab"], vocab_size=258, min_frequency=1).merges
     [('a', 'a'), ('a', 'b')]
     """
-    special_tokens = check_training_args(vocab_size, min_frequency, special_tokens)
+    special_tokens = validate_training_args(vocab_size, min_frequency, special_tokens)
     id_to_token = initial_vocab(special_tokens)
     token_to_id = {token: index for index, token in enumerate(id_to_token)}
     word_counts = count_words(texts)

@@ -33,7 +33,7 @@ from itertools import pairwise
 from .byte_level import count_words, initial_vocab
 from .tokenizer import ByteLevelBPE, merge_pair
 
-__all__ = ["best_pair", "check_training_args", "get_stats", "train_bpe_naive"]
+__all__ = ["best_pair", "validate_training_args", "get_stats", "train_bpe_naive"]
 
 
 def get_stats(words: dict[tuple[int, ...], int]) -> Counter[tuple[int, int]]:
@@ -60,7 +60,7 @@ def best_pair(stats: dict[tuple[int, int], int]) -> tuple[int, int]:
     return min(stats, key=lambda pair: (-stats[pair], pair))
 
 
-def check_training_args(vocab_size, min_frequency, special_tokens) -> list[str]:
+def validate_training_args(vocab_size, min_frequency, special_tokens) -> list[str]:
     """Validate the trainer settings; return the special tokens as a list."""
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1:
         raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
@@ -82,7 +82,7 @@ def train_bpe_naive(texts, vocab_size: int, *, min_frequency: int = 2,
     >>> bpe.merges
     [('a', 'a'), ('a', 'b')]
     """
-    special_tokens = check_training_args(vocab_size, min_frequency, special_tokens)
+    special_tokens = validate_training_args(vocab_size, min_frequency, special_tokens)
     id_to_token = initial_vocab(special_tokens)
     token_to_id = {token: index for index, token in enumerate(id_to_token)}
     # Each distinct word as a tuple of ids, with how often it occurs.

@@ -22,7 +22,7 @@ from .byte_level import (
     BYTE_TO_CHAR,
     CHAR_TO_BYTE,
     SPLIT_REGEX,
-    check_text,
+    validate_text,
     from_byte_chars,
     split_special,
 )
@@ -63,7 +63,7 @@ class ByteLevelBPE:
     lists ``(left, right)`` token strings, earliest-learnt first; every merged string must be in
     ``vocab``. Special tokens missing from ``vocab`` are appended after the largest id, as HF does.
 
-    >>> bpe = ByteLevelBPE.train(["low lower lowest"] * 3, vocab_size=262, min_frequency=2)
+    >>> bpe = train_bpe(["low lower lowest"] * 3, vocab_size=262, min_frequency=2)
     >>> bpe.tokens("lowest"), bpe.decode(bpe.encode("lowest"))
     (['low', 'e', 'st'], 'lowest')
     """
@@ -77,7 +77,7 @@ class ByteLevelBPE:
         special_tokens = list(special_tokens)
         self.vocab = dict(vocab)
         for token in special_tokens:
-            check_text(token, "a special token")
+            validate_text(token, "a special token")
             if token not in self.vocab:
                 self.vocab[token] = max(self.vocab.values(), default=-1) + 1
         self.special_tokens = {token: self.vocab[token] for token in special_tokens}
@@ -129,11 +129,11 @@ class ByteLevelBPE:
     def encode(self, text: str, *, allow_special: bool = True) -> list[int]:
         """Text to token ids. With ``allow_special=False`` special tokens are encoded as plain text.
 
-        >>> gpt2 = ByteLevelBPE.train(["hello hello"], vocab_size=300, special_tokens=["<|endoftext|>"])
+        >>> gpt2 = train_bpe(["hello hello"], vocab_size=300, special_tokens=["<|endoftext|>"])
         >>> gpt2.encode("hello<|endoftext|>")[-1] == gpt2.special_tokens["<|endoftext|>"]
         True
         """
-        check_text(text)
+        validate_text(text)
         specials = self.special_tokens if allow_special else ()
         ids: list[int] = []
         for piece, is_special in split_special(text, specials):
@@ -199,10 +199,3 @@ class ByteLevelBPE:
                 raise ValueError(f"{merges_path}:{number}: expected 'left right', got {line!r}")
             merges.append((parts[0], parts[1]))
         return cls(vocab, merges, special_tokens)
-
-    @classmethod
-    def train(cls, texts, vocab_size: int, *, min_frequency: int = 2, special_tokens: Sequence[str] = ()):
-        """Train with the fast trainer (see :func:`course_lib.tokenization.fast_trainer.train_bpe`)."""
-        from .fast_trainer import train_bpe
-
-        return train_bpe(texts, vocab_size, min_frequency=min_frequency, special_tokens=special_tokens)

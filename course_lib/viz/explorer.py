@@ -1,0 +1,58 @@
+"""The explorers' frame: ipywidgets controls above a matplotlib figure that redraws when a control moves.
+
+Every chapter's widgets (``course_lib/<topic>/widgets.py``) build one :class:`Explorer` from a dict
+of controls and a ``draw(**values) -> Figure`` function. The figure is a plain image output,
+updated in place (``display_id``), not an ``Output`` widget: a notebook executed headless (nbclient,
+the book build) therefore keeps a picture of the initial state, which a static page shows even
+though its controls cannot move. Not covered: the pictures themselves (each topic's widgets).
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import ipywidgets as widgets
+from matplotlib.figure import Figure
+
+__all__ = ["Explorer"]
+
+
+class Explorer:
+    """ipywidgets controls plus a matplotlib figure that is redrawn whenever a control moves.
+
+    ``draw(**values)`` receives the controls' values by name and returns a Figure. Display the
+    explorer (last line of a cell) to get the controls and, below them, the figure.
+    """
+
+    def __init__(self, title: str, controls: dict[str, widgets.ValueWidget], draw: Callable[..., Figure]):
+        self.controls = controls
+        self._draw = draw
+        self._display_handle = None
+        self.widget = widgets.VBox([widgets.HTML(f"<b>{title}</b>"), *controls.values()])
+        for control in controls.values():
+            control.observe(self._redraw, names="value")
+
+    @property
+    def values(self) -> dict:
+        return {name: control.value for name, control in self.controls.items()}
+
+    def figure(self) -> Figure:
+        """The figure for the controls' current values."""
+        return self._draw(**self.values)
+
+    def png(self) -> bytes:
+        buffer = io.BytesIO()
+        self.figure().savefig(buffer, format="png", dpi=90)
+        return buffer.getvalue()
+
+    def _redraw(self, change=None) -> None:
+        if self._display_handle is not None:
+            from IPython.display import Image
+
+            self._display_handle.update(Image(self.png()))
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import Image, display
+
+        display(self.widget)
+        self._display_handle = display(Image(self.png()), display_id=True)

@@ -1,0 +1,262 @@
+"""Grade lab submissions with the sandbox: one fresh sandboxed process per graded part, scores to the gradebook.
+
+For each :class:`~course_lib.lab_checks.toolkit.Criterion` of a lab's ``RUBRIC`` the grader sends a
+:class:`~course_grader.sandbox.Sandbox` only the trusted set-up cell of the lab's *source*
+notebook, the source's reference solutions of the *other* functions (helpers a student's function
+may call, so a mistake costs only its own cell) and the student's solution cells that define the
+criterion's functions, in that order (see :func:`criterion_source`), then runs the
+unchanged ``criterion.check`` here, in the trusted process, on proxies of those functions. The
+student's test cells are never used, so edited, deleted, duplicated or retyped test cells change
+nothing, and no student code runs in this process.
+
+:func:`grade_batch` grades a folder of submissions with ``workers`` processes (each with its own
+sandbox zygote) and writes each student's scores to the nbgrader gradebook in one transaction. A
+student whose scores are all recorded is skipped, so a batch killed midway can simply be rerun.
+
+Not covered: the feedback notebooks (nbgrader's execution, sandboxed: :mod:`~course_grader.feedback`).
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import sys
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from .registry import lab as find_lab
+from .sandbox import Limits, Sandbox, SandboxError
+
+__all__ = [
+    "NotebookResult", "SubmissionError", "criterion_source", "default_hidden_paths", "grade_batch", "grade_notebook", "graded_students",
+    "grading_device",
+    "load_notebook", "part_source", "record", "reference_source", "setup_source",
+]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO = PACKAGE_DIR.parent.parent
+
+
+class SubmissionError(Exception):
+    """A submission that cannot be graded at all (missing or corrupt notebook): that student scores 0."""
+
+
+@dataclass
+class NotebookResult:
+    scores: dict[str, tuple[float, float]]  # grade_id -> (score, max score)
+    messages: dict[str, str] = field(default_factory=dict)  # grade_id -> why it failed
+    error: str | None = None  # the whole notebook could not be graded
+
+    @property
+    def total(self) -> float:
+        return sum(score for score, _ in self.scores.values())
+
+
+def load_notebook(path: Path) -> dict:
+    """A notebook's JSON, or :class:`SubmissionError` saying why it cannot be read."""
+    try:
+        notebook = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SubmissionError(f"no notebook at {path}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SubmissionError(f"{Path(path).name} is not a valid notebook (corrupt JSON: {error})") from None
+    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
+        raise SubmissionError(f"{Path(path).name} is not a valid notebook (no list of cells)")
+    return notebook
+
+
+def _text(cell: dict) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _nbgrader(cell) -> dict:
+    meta = cell.get("metadata", {}) if isinstance(cell, dict) else {}
+    value = meta.get("nbgrader", {}) if isinstance(meta, dict) else {}
+    return value if isinstance(value, dict) else {}
+
+
+def setup_source(source_notebook: dict) -> str:
+    """The locked code cells of the instructor's notebook that are neither solutions nor tests (the imports)."""
+    return "\n\n".join(_text(cell) for cell in source_notebook["cells"]
+                       if cell.get("cell_type") == "code" and _nbgrader(cell).get("locked")
+                       and not _nbgrader(cell).get("solution") and not _nbgrader(cell).get("grade"))
+
+
+def _defines(code: str, names: Iterable[str]) -> bool:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:  # keep a broken cell that looks like it defines a name: the sandbox reports the error
+        return any(f"def {name}(" in code for name in names)
+    defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return bool(defined & set(names))
+
+
+def part_source(notebook: dict, names: Iterable[str]) -> str:
+    """The student's solution cells that define any of ``names``, in notebook order."""
+    names = list(names)
+    return "\n\n".join(_text(cell) for cell in notebook["cells"]
+                       if isinstance(cell, dict) and cell.get("cell_type") == "code"
+                       and _nbgrader(cell).get("solution") and _defines(_text(cell), names))
+
+
+def reference_source(source_notebook: dict, exclude: Iterable[str]) -> str:
+    """The source notebook's solution cells that define none of ``exclude`` (the trusted helpers)."""
+    exclude = set(exclude)
+    return "\n\n".join(_text(cell) for cell in source_notebook["cells"]
+                       if cell.get("cell_type") == "code" and _nbgrader(cell).get("solution")
+                       and not _defines(_text(cell), exclude))
+
+
+def criterion_source(source_notebook: dict, notebook: dict, functions: Iterable[str]) -> str:
+    """What one graded part runs: set-up, reference helpers, then the student's cells for ``functions``."""
+    return "\n\n".join([setup_source(source_notebook), reference_source(source_notebook, functions),
+                        part_source(notebook, functions)])
+
+
+def grade_notebook(sandbox: Sandbox, module, notebook_path: Path, source_notebook: dict,
+                   device: str = "cpu") -> NotebookResult:
+    """Score one submitted notebook against ``module.RUBRIC``, each criterion in its own sandboxed process.
+
+    ``device``: where the student's functions compute (the checks' own inputs and reference run on
+    :func:`course_lib.get_device`, in this process).
+    """
+    scores = {c.grade_id: (0.0, float(c.points)) for c in module.RUBRIC}
+    try:
+        notebook = load_notebook(notebook_path)
+    except SubmissionError as error:
+        return NotebookResult(scores, error=str(error))
+    messages = {}
+    for criterion in module.RUBRIC:
+        source = criterion_source(source_notebook, notebook, criterion.functions)
+        with sandbox.run(source, criterion.functions, device=device) as part:
+            try:
+                criterion.check(*(part.function(name) for name in criterion.functions))
+                scores[criterion.grade_id] = (float(criterion.points), float(criterion.points))
+            except (AssertionError, SandboxError) as failure:
+                messages[criterion.grade_id] = str(failure)
+            except Exception as failure:  # a check tripped on an odd but legal result: still that part only
+                messages[criterion.grade_id] = f"{type(failure).__name__}: {failure}"
+    return NotebookResult(scores, messages)
+
+
+# --- the gradebook ----------------------------------------------------------------------------
+
+def graded_students(gradebook, lab: str, notebook: str, grade_ids: Iterable[str]) -> set[str]:
+    """Students of ``lab`` whose every grade cell already has an automatic score."""
+    grade_ids, done = set(grade_ids), set()
+    for submission in gradebook.assignment_submissions(lab):
+        for nb in submission.notebooks:
+            if nb.name == notebook:
+                scored = {g.cell.name for g in nb.grades if g.auto_score is not None}
+                if grade_ids <= scored:
+                    done.add(submission.student.id)
+    return done
+
+
+def record(gradebook, lab: str, notebook: str, student: str, result: NotebookResult) -> None:
+    """Write one student's scores in one transaction (a crash before the commit records nothing)."""
+    from nbgrader.api import MissingEntry
+
+    gradebook.update_or_create_student(student)
+    try:
+        gradebook.find_submission(lab, student)
+    except MissingEntry:
+        gradebook.add_submission(lab, student)  # commits empty grades: not yet "graded", see graded_students
+    try:
+        for grade_id, (score, _) in result.scores.items():
+            gradebook.find_grade(grade_id, notebook, lab, student).auto_score = score
+        gradebook.db.commit()
+    except BaseException:
+        gradebook.db.rollback()
+        raise
+
+
+# --- batches ----------------------------------------------------------------------------------
+
+def default_hidden_paths(*extra: Path) -> list[Path]:
+    """What a sandboxed part must not see: the hidden checks, the labs' sources, the tests, plus ``extra``."""
+    checks = Path(find_lab("attention").checks.__file__).resolve().parent  # course_lib/lab_checks
+    return [PACKAGE_DIR, checks, REPO / "labs", REPO / "tests", *(Path(p).resolve() for p in extra)]
+
+
+_worker: dict = {}
+
+
+def _start_worker(limits: Limits, hidden: list[Path], lab: str, source: dict, device: str, gpu_lock: Path) -> None:
+    _worker.update(sandbox=Sandbox(limits, hidden, gpu_lock=gpu_lock), module=find_lab(lab).checks, source=source,
+                   device=device)
+
+
+def _grade_in_worker(student: str, path: str) -> tuple[str, NotebookResult, list[str]]:
+    result = grade_notebook(_worker["sandbox"], _worker["module"], Path(path), _worker["source"], _worker["device"])
+    return student, result, sorted(_worker["sandbox"].warnings)
+
+
+def grading_device() -> str:
+    """``"cuda"`` when the course runs on a GPU (:func:`course_lib.get_device`), else ``"cpu"``.
+
+    Only this (trusted) process asks; the sandbox's zygote never touches CUDA, so its forked
+    children can each start their own CUDA context.
+    """
+    from course_lib.runtime import get_device
+
+    return "cuda" if get_device().type == "cuda" else "cpu"
+
+
+def grade_batch(course_dir: Path, lab: str, submissions: dict[str, Path], *, workers: int = 2,
+                limits: Limits | None = None, hidden_paths: Iterable[Path] = (), progress: bool = True,
+                source_notebook: Path | None = None, device: str | None = None,
+                warnings: set[str] | None = None) -> dict[str, NotebookResult]:
+    """Grade ``{student: notebook path}`` into ``course_dir/gradebook.db``; return the results of this run.
+
+    The lab must already be in the gradebook (``nbgrader generate_assignment``). Students already
+    fully graded are skipped. ``workers=0`` grades in this process (with one sandbox), for tests.
+    ``device`` (default :func:`grading_device`): on ``"cuda"``, student code runs on the GPU, one
+    part at a time across all workers (a lock file in ``course_dir``). The sandboxes' warnings
+    about weakened isolation are added to ``warnings``.
+    """
+    from nbgrader.api import Gradebook
+    from tqdm import tqdm
+
+    module, notebook = find_lab(lab).checks, find_lab(lab).notebook
+    limits, device = limits or Limits(), device or grading_device()
+    warnings = warnings if warnings is not None else set()
+    course_dir = Path(course_dir).resolve()
+    source_notebook = source_notebook or course_dir / "source" / lab / f"{notebook}.ipynb"
+    source = load_notebook(source_notebook)
+    if os.geteuid() == 0:
+        course_dir.chmod(0o700)  # the sandbox's uids must not read the gradebook even without mount namespaces
+    hidden = default_hidden_paths(course_dir, *{Path(p).resolve().parent.parent.parent for p in submissions.values()},
+                                  *hidden_paths)
+    grade_ids = [c.grade_id for c in module.RUBRIC]
+    results: dict[str, NotebookResult] = {}
+    gpu_lock = course_dir / ".gpu.lock"  # inside the course folder: hidden from every sandboxed part
+    with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}") as gradebook:
+        done = graded_students(gradebook, lab, notebook, grade_ids)
+        todo = {s: p for s, p in sorted(submissions.items()) if s not in done}
+        bar = tqdm(total=len(todo), desc=f"grading {lab}", unit="student", disable=not progress, file=sys.stderr)
+
+        def finish(student: str, result: NotebookResult) -> None:
+            record(gradebook, lab, notebook, student, result)
+            results[student] = result
+            bar.update()
+
+        if workers <= 0:
+            with Sandbox(limits, hidden, gpu_lock=gpu_lock) as sandbox:
+                for student, path in todo.items():
+                    finish(student, grade_notebook(sandbox, module, path, source, device))
+                    warnings.update(sandbox.warnings)
+        elif todo:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
+                                     initargs=(limits, hidden, lab, source, device, gpu_lock)) as pool:
+                futures = [pool.submit(_grade_in_worker, student, str(path)) for student, path in todo.items()]
+                for future in as_completed(futures):
+                    student, result, seen = future.result()
+                    finish(student, result)
+                    warnings.update(seen)
+        bar.close()
+    return results

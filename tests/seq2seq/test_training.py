@@ -1,0 +1,162 @@
+"""The seq2seq training loop and greedy decoding, on a tiny copy task both models can learn in seconds."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tests.conftest import available_devices
+
+from course_lib.seq2seq.rnn import RNNSeq2Seq
+from course_lib.seq2seq.training import (
+    evaluate,
+    greedy_decode_rnn,
+    greedy_decode_transformer,
+    sequence_loss,
+    teacher_forcing_logits,
+    train_seq2seq,
+)
+from course_lib.seq2seq.transformer import Transformer
+
+PAD, BOS, EOS, VOCAB = 0, 1, 2, 10
+DEVICES = available_devices()
+
+
+def copy_batches(count: int, batch: int = 32, max_len: int = 6, seed: int = 0):
+    """``(src, tgt)`` pairs where tgt = BOS + src + EOS; lengths vary, so there is padding."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        lengths = torch.randint(2, max_len + 1, (batch,), generator=generator)
+        src = torch.full((batch, max_len), PAD)
+        tgt = torch.full((batch, max_len + 2), PAD)
+        for b, length in enumerate(lengths.tolist()):
+            tokens = torch.randint(3, VOCAB, (length,), generator=generator)
+            src[b, :length] = tokens
+            tgt[b, : length + 2] = torch.cat([torch.tensor([BOS]), tokens, torch.tensor([EOS])])
+        batches.append((src, tgt))
+    return batches
+
+
+def tiny_transformer():
+    torch.manual_seed(0)
+    return Transformer(VOCAB, VOCAB, dim=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, ffn_dim=64,
+                       dropout=0.0, max_len=16, norm_first=True)
+
+
+def tiny_rnn():
+    torch.manual_seed(0)
+    return RNNSeq2Seq(VOCAB, VOCAB, embed_dim=16, hidden_dim=32, dropout=0.0, max_len=16)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.3])
+def test_label_smoothing_matches_the_formula(epsilon):
+    """loss = (1-ε)·(-log p_y) + ε·mean_c(-log p_c), averaged over the non-padding targets."""
+    logits = torch.randn(3, 5, 7)
+    targets = torch.randint(1, 7, (3, 5))
+    targets[0, 3:] = PAD
+    targets[2, 1:] = PAD
+    log_p = F.log_softmax(logits, dim=-1)
+    per_token = (1 - epsilon) * -log_p.gather(-1, targets[..., None])[..., 0] + epsilon * -log_p.mean(-1)
+    expected = per_token[targets != PAD].mean()
+    torch.testing.assert_close(sequence_loss(logits, targets, PAD, epsilon), expected)
+
+
+def test_teacher_forcing_shifts_the_target_and_masks_padding():
+    seen = {}
+
+    def spy(src, tgt_in, src_key_padding_mask, tgt_key_padding_mask):
+        seen.update(src=src, tgt_in=tgt_in, src_keep=src_key_padding_mask, tgt_keep=tgt_key_padding_mask)
+        return torch.zeros(*tgt_in.shape, VOCAB)
+
+    src = torch.tensor([[5, 6, 0], [7, 0, 0]])
+    tgt = torch.tensor([[BOS, 5, 6, EOS], [BOS, 7, EOS, PAD]])
+    _, expected = teacher_forcing_logits(spy, src, tgt, PAD)
+    assert seen["tgt_in"].tolist() == [[BOS, 5, 6], [BOS, 7, EOS]]
+    assert expected.tolist() == [[5, 6, EOS], [7, EOS, PAD]]
+    assert seen["src_keep"].tolist() == [[True, True, False], [True, False, False]]
+    assert seen["tgt_keep"].tolist() == [[True, True, True], [True, True, True]]
+    with pytest.raises(ValueError, match="BOS ... EOS"):
+        teacher_forcing_logits(spy, src, tgt[:, :1], PAD)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("make_model", [tiny_transformer, tiny_rnn], ids=["transformer", "rnn"])
+def test_loss_falls_on_the_copy_task(device, make_model):
+    model = make_model()
+    train, valid = copy_batches(20), copy_batches(2, seed=1)
+    before = evaluate(model.to(device), valid, PAD)
+    history = train_seq2seq(model, train, pad_id=PAD, valid_batches=valid, epochs=2, lr=3e-3, warmup_steps=10,
+                            validate_every=15, device=device, progress=False)
+    assert history["device"].startswith(device)
+    assert history["valid_step"] == [15, 20, 30, 40]  # every 15 steps and at each epoch's end
+    assert len(history["train_loss"]) == 40 and history["seconds"] > 0  # (no time limit: machines differ)
+    assert history["valid_loss"][-1] < 0.75 * before  # cross-entropy fell by more than a quarter
+    assert sum(history["train_loss"][-10:]) < sum(history["train_loss"][:10])
+    assert history["lr"][0] == pytest.approx(3e-4) and history["lr"][9] == pytest.approx(3e-3)  # warm-up
+    assert history["lr"][-1] == pytest.approx(3e-3 * (10 / 40) ** 0.5)  # then 1/√step decay
+    assert not model.training
+
+
+def test_max_steps_and_empty_input_stop_training():
+    history = train_seq2seq(tiny_rnn(), copy_batches(5, batch=4), pad_id=PAD, epochs=3, max_steps=7, progress=False)
+    assert history["step"][-1] == 7 and history["valid_loss"] == []
+    with pytest.raises(ValueError, match="no batch"):
+        train_seq2seq(tiny_rnn(), [], pad_id=PAD, progress=False)
+
+
+def _rig_eos(model, output_layer, step_bias: float):
+    """Bias the untrained model towards EOS so some rows finish early and some late."""
+    with torch.no_grad():
+        output_layer.bias[EOS] += step_bias
+    return model.eval()
+
+
+def test_greedy_transformer_output_is_its_own_argmax_and_stops_at_eos():
+    model = tiny_transformer()
+    _rig_eos(model, model.generator, 1.5)
+    src = copy_batches(1, batch=8, seed=3)[0][0]
+    out = greedy_decode_transformer(model, src, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new_tokens=10)
+    _check_greedy(out, lambda prefix: model(src, prefix, src_key_padding_mask=src != PAD))
+
+
+def test_greedy_rnn_output_is_its_own_argmax_and_returns_alignment():
+    model = tiny_rnn().eval()  # untrained, it already ends some rows at once and others later
+    src = copy_batches(1, batch=8, seed=3)[0][0]
+    out, attention = greedy_decode_rnn(model, src, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new_tokens=10)
+    _check_greedy(out, lambda prefix: model(src, prefix, src_key_padding_mask=src != PAD))
+    assert attention.shape == (*out.shape, src.shape[1])
+    assert (attention.masked_select((src == PAD)[:, None, :].expand_as(attention)) == 0).all()
+    model.decoder.use_attention = False  # same weights, bottleneck path: no alignment to return
+    assert greedy_decode_rnn(model, src, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new_tokens=3)[1] is None
+
+
+def _check_greedy(out, teacher_forced):
+    """Each generated token is the argmax given the tokens before it; after EOS only padding."""
+    finished_early = 0
+    for row in out:
+        ends = (row == EOS).nonzero()
+        stop = int(ends[0]) + 1 if len(ends) else len(row)
+        assert (row[stop:] == PAD).all()
+        finished_early += stop < len(row)
+    assert 0 < finished_early  # the EOS stopping rule was exercised
+    prefix = torch.cat([torch.full((out.shape[0], 1), BOS), out[:, :-1]], dim=1)
+    with torch.no_grad():
+        best = teacher_forced(prefix).argmax(-1)  # (B, L)
+    generated = torch.ones_like(out, dtype=torch.bool)
+    for b, row in enumerate(out):
+        ends = (row == EOS).nonzero()
+        if len(ends):
+            generated[b, int(ends[0]) + 1:] = False
+    assert (best[generated] == out[generated]).all()
+
+
+@pytest.mark.slow
+def test_trained_transformer_copies_exactly_with_greedy_decoding():
+    model = tiny_transformer()
+    train_seq2seq(model, copy_batches(50), pad_id=PAD, epochs=3, lr=5e-3, warmup_steps=20, label_smoothing=0.0,
+                  progress=False, device="cpu")
+    src, tgt = copy_batches(1, batch=64, seed=9)[0]
+    out, expected = greedy_decode_transformer(model, src, bos_id=BOS, eos_id=EOS, pad_id=PAD), tgt[:, 1:]
+    width = max(out.shape[1], expected.shape[1])  # both are padded after EOS; compare whole rows
+    out, expected = F.pad(out, (0, width - out.shape[1]), value=PAD), F.pad(expected, (0, width - expected.shape[1]), value=PAD)
+    assert (out == expected).all(dim=1).float().mean() > 0.85
