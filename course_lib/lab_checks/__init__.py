@@ -5,12 +5,14 @@
 * :mod:`.attention` (lab 01), :mod:`.tokenization` (lab 02), :mod:`.seq2seq` (lab 04),
   :mod:`.decoding` (lab 05), :mod:`.reformer` (lab 06): a lab's number is its chapter's.
 
-A lab's hidden test cells import its module and call one check per cell, e.g.
-``attention_checks.check_scaling(scaled_dot_product_attention)``; the module's ``RUBRIC`` maps each
-grade cell to its check and points. These modules are imported by the student's kernel when nbgrader
+A lab's hidden test cells import its module and run one criterion of its ``RUBRIC`` per cell, e.g.
+``attention_checks.RUBRIC.run("test_sdpa_scaling", scaled_dot_product_attention)``; the
+``RUBRIC`` (:mod:`.rubric`) maps each grade cell to its check and points, and holds the reference
+of every function the lab asks for. These modules are imported by the student's kernel when nbgrader
 runs the hidden tests, so they ship with the course. Grading from outside the kernel (sandboxed,
 in parallel, with feedback) is the instructor's package, ``course_grader``.
 """
-from .toolkit import CheckFailed, Criterion
+from .rubric import Criterion, Rubric
+from .toolkit import CheckFailed
 
-__all__ = ["CheckFailed", "Criterion"]
+__all__ = ["CheckFailed", "Criterion", "Rubric"]

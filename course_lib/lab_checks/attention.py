@@ -19,14 +19,13 @@ from collections.abc import Callable
 
 import torch
 
-from ..attention import masks
-
-from ..attention import multi_head
-from .toolkit import Criterion, Trial, call_student, expect_close, expect_tensor, fail, is_close, trials
+from ..attention import masks, multi_head, scaled_dot_product_attention
+from .rubric import Criterion, Rubric
+from .toolkit import Trial, call_student, expect_close, expect_tensor, fail, is_close, trials
 
 __all__ = [
     "check_weights_are_distributions", "check_scaling", "check_output", "check_mask",
-    "check_causal_mask", "check_split_heads", "check_merge_heads", "RUBRIC",
+    "check_causal_mask", "check_split_heads", "check_merge_heads", "REFERENCES", "RUBRIC",
 ]
 
 TRIALS = 6
@@ -270,7 +269,15 @@ def check_merge_heads(merge_heads: Callable) -> None:
                      context=f"x {tuple(original.shape)}, H={heads}", hint="merge_heads must undo split_heads exactly.")
 
 
-RUBRIC: tuple[Criterion, ...] = (
+# The course's own implementations, in the lab's signatures (see course_lib.lab_checks.rubric).
+REFERENCES = {
+    "scaled_dot_product_attention": scaled_dot_product_attention,
+    "causal_mask": masks.causal_mask,
+    "split_heads": multi_head.split_heads,
+    "merge_heads": multi_head.merge_heads,
+}
+
+RUBRIC = Rubric(references=REFERENCES, criteria=(
     Criterion("test_sdpa_distribution", 2, check_weights_are_distributions, ("scaled_dot_product_attention",),
               "attention weights: each query's weights are a distribution over the keys"),
     Criterion("test_sdpa_scaling", 2, check_scaling, ("scaled_dot_product_attention",),
@@ -285,4 +292,4 @@ RUBRIC: tuple[Criterion, ...] = (
               "split_heads: (B, T, D) -> (B, H, T, D/H)"),
     Criterion("test_merge_heads", 1, check_merge_heads, ("merge_heads",),
               "merge_heads: (B, H, T, D/H) -> (B, T, D), the inverse of split_heads"),
-)
+))

@@ -26,7 +26,6 @@ handling and the finished list (``course_lib.decoding.beam_search``), sampling i
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable
 
@@ -34,7 +33,8 @@ import torch
 
 from ..decoding.processors import top_k_filter, top_p_filter
 from ..models.gpt import load_shakespeare_gpt, reorder_cache
-from .toolkit import CheckFailed, Criterion, Trial, call_student, expect_close, expect_tensor, fail, is_close, trials
+from .rubric import Criterion, Rubric
+from .toolkit import CheckFailed, Trial, call_student, expect_close, expect_tensor, fail, is_close, trials
 
 __all__ = [
     "check_top_k", "check_top_k_ties", "check_top_p", "check_distribution_sums_to_one",
@@ -126,26 +126,6 @@ def _call_filter(function, logits, value, name: str, context: str) -> torch.Tens
                  "(clamp it: k = min(k, logits.shape[-1])).")
         raise
     return _kept(result, logits, f"{name}(logits, {value})", context)
-
-
-@contextlib.contextmanager
-def _reference_filters(function: Callable):
-    """Swap the library's top-k and top-p filters into ``function``'s module while it is checked,
-    so a mistake in the student's filters is graded in their own cells only (the sandboxed grader
-    already gives a part the reference solutions of the other functions)."""
-    namespace = getattr(function, "__globals__", None)
-    names = ("top_k_filter", "top_p_filter")
-    if namespace is None:
-        yield
-        return
-    saved = {name: namespace[name] for name in names if name in namespace}
-    namespace.update(top_k_filter=top_k_filter, top_p_filter=top_p_filter)
-    try:
-        yield
-    finally:
-        for name in names:
-            namespace.pop(name, None)
-        namespace.update(saved)
 
 
 # --- top-k ------------------------------------------------------------------------------------------
@@ -272,8 +252,7 @@ def _call_distribution(distribution: Callable, trial: Trial):
     settings = _sampling_settings(trial, vocab)
     context = (f"logits {tuple(logits.shape)}, temperature={settings[0]}, top_k={settings[1]}, "
                f"top_p={settings[2]}")
-    with _reference_filters(distribution):
-        probs = call_student(distribution, logits, *settings, name="filtered_distribution")
+    probs = call_student(distribution, logits, *settings, name="filtered_distribution")
     expect_tensor(probs, name="filtered_distribution(...)", shape=tuple(logits.shape), context=context)
     return logits, settings, probs.detach().to(logits.device).float(), context
 
@@ -585,7 +564,16 @@ def check_finished_score(finished_score: Callable) -> None:
                      hint="sum_log_probs / (sequence_length - prompt_length) ** length_penalty.")
 
 
-RUBRIC: tuple[Criterion, ...] = (
+# The course's own implementations, in the lab's signatures (see course_lib.lab_checks.rubric).
+REFERENCES = {
+    "top_k_filter": top_k_filter,
+    "top_p_filter": top_p_filter,
+    "filtered_distribution": reference_distribution,
+    "beam_search_step": reference_beam_step,
+    "finished_score": reference_finished_score,
+}
+
+RUBRIC = Rubric(references=REFERENCES, criteria=(
     Criterion("test_top_k", 2, check_top_k, ("top_k_filter",),
               "top-k: keep the k highest scores of each row, -inf elsewhere"),
     Criterion("test_top_k_ties", 1, check_top_k_ties, ("top_k_filter",),
@@ -604,4 +592,4 @@ RUBRIC: tuple[Criterion, ...] = (
               "beam step: the cache reordered with the beams"),
     Criterion("test_finished_score", 2, check_finished_score, ("finished_score",),
               "finished hypotheses: sum log p / generated_length ** length_penalty"),
-)
+))

@@ -27,7 +27,6 @@ Not covered: the attention itself inside the chunks (the chapter's business), se
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 
@@ -36,8 +35,8 @@ import torch
 from ..reformer import hash_vectors as library_hash_vectors
 from ..reformer import look_adjacent
 from ..reformer import sort_by_bucket as library_sort_by_bucket
+from .rubric import Criterion, Rubric
 from .toolkit import (
-    Criterion,
     Trial,
     call_student,
     expect_close,
@@ -99,6 +98,29 @@ def reference_gradients(x1, x2, f_weight, g_weight, dy1, dy2):
         return torch.autograd.grad((y1, y2), leaves, (dy1, dy2))
 
 
+def reference_backward(y1, y2, dy1, dy2, f_weight, g_weight):
+    """The lab's ``reversible_backward``: ``(x1, x2, dx1, dx2, df_weight, dg_weight)``, inputs rebuilt first."""
+    x1, x2 = reference_inverse(y1, y2, f_weight, g_weight)
+    return (x1, x2, *reference_gradients(x1, x2, f_weight, g_weight, dy1, dy2))
+
+
+def reference_hash(x, rotations, n_buckets):
+    """The lab's ``hash_vectors`` for one sequence ``x (T, d)``: :func:`course_lib.reformer.hash_vectors`, ``(R, T)``."""
+    return library_hash_vectors(x[None, None], rotations[None], n_buckets)[0, 0]
+
+
+def reference_chunk(x, chunk_len):
+    """The lab's ``chunk``: ``(T, ...) -> (T / c, c, ...)``, a ValueError when ``c`` does not divide ``T``."""
+    if x.shape[0] % chunk_len:
+        raise ValueError(f"sequence length {x.shape[0]} is not a multiple of chunk_len {chunk_len}: pad it first")
+    return x.reshape(x.shape[0] // chunk_len, chunk_len, *x.shape[1:])
+
+
+def reference_look_back(chunks):
+    """The lab's ``look_back``: :func:`course_lib.reformer.look_adjacent` one chunk back, for one sequence."""
+    return look_adjacent(chunks[None, None], 1, 0)[0, 0]
+
+
 def _reference_rotated(x, rotations):
     return torch.einsum("td,drb->rtb", x, rotations)  # (R, T, b/2)
 
@@ -111,27 +133,6 @@ def _random_block(trial: Trial):
     x1, x2, dy1, dy2 = (trial.randn(seq_len, dim) for _ in range(4))
     f_weight, g_weight = (trial.randn(dim, dim) / math.sqrt(dim) for _ in range(2))
     return x1, x2, f_weight, g_weight, dy1, dy2
-
-
-@contextlib.contextmanager
-def _reference_inverse_in(function: Callable):
-    """Put :func:`reference_inverse` in the student's namespace while ``function`` is checked, so a
-    wrong ``reversible_inverse`` costs only its own cell (the sandboxed grader does the same by
-    running the source's solution of every other function)."""
-    namespace = getattr(function, "__globals__", None)
-    if namespace is None:
-        yield
-        return
-    missing = object()
-    saved = namespace.get("reversible_inverse", missing)
-    namespace["reversible_inverse"] = reference_inverse
-    try:
-        yield
-    finally:
-        if saved is missing:
-            namespace.pop("reversible_inverse", None)
-        else:
-            namespace["reversible_inverse"] = saved
 
 
 def _as_tensors(value, count: int, name: str, context: str) -> tuple[torch.Tensor, ...]:
@@ -183,7 +184,8 @@ def _random_buckets(trial: Trial) -> torch.Tensor:
     return torch.randint(0, n_buckets, (seq_len,), generator=trial.generator).to(trial.device)
 
 
-def _reference_order(buckets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_sort(buckets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lab's ``sort_by_bucket`` for one sequence: :func:`course_lib.reformer.sort_by_bucket`'s ``(order, undo)``."""
     order, undo = library_sort_by_bucket(buckets[None, None, None], int(buckets.max()) + 1)
     return order[0, 0], undo[0, 0]
 
@@ -206,7 +208,7 @@ def check_sort(sort_by_bucket: Callable) -> None:
     for buckets in _sort_cases():
         context = f"buckets {tuple(buckets.shape)} with {int(buckets.max()) + 1} distinct ids"
         order, _ = _call_sort(sort_by_bucket, buckets, context)
-        expected, _ = _reference_order(buckets)
+        expected, _ = reference_sort(buckets)
         if torch.equal(order, expected):
             continue
         is_permutation = torch.equal(order.sort().values, torch.arange(len(buckets), device=order.device))
@@ -230,7 +232,7 @@ def check_undo(sort_by_bucket: Callable) -> None:
         order, undo = _call_sort(sort_by_bucket, buckets, context)
         positions = torch.arange(len(buckets), device=buckets.device)
         if not torch.equal(order.sort().values, positions):
-            order, _ = _reference_order(buckets)  # their order is graded elsewhere: judge undo against ours
+            order, _ = reference_sort(buckets)  # their order is graded elsewhere: judge undo against ours
         if torch.equal(undo.sort().values, positions) and torch.equal(order[undo], positions):
             continue
         if torch.equal(undo, order):
@@ -334,8 +336,7 @@ def check_inverse(reversible_inverse: Callable) -> None:
 
 
 def _call_backward(reversible_backward, y1, y2, dy1, dy2, wf, wg, context):
-    with _reference_inverse_in(reversible_backward):
-        result = call_student(reversible_backward, y1, y2, dy1, dy2, wf, wg, name="reversible_backward")
+    result = call_student(reversible_backward, y1, y2, dy1, dy2, wf, wg, name="reversible_backward")
     return tuple(t.to(y1.device) for t in _as_tensors(result, 6, "reversible_backward", context))
 
 
@@ -394,7 +395,18 @@ def check_backward_recomputes(reversible_forward: Callable, reversible_backward:
              "first: the block below needs them as its outputs.")
 
 
-RUBRIC: tuple[Criterion, ...] = (
+# The course's own implementations, in the lab's signatures (see course_lib.lab_checks.rubric).
+REFERENCES = {
+    "hash_vectors": reference_hash,
+    "sort_by_bucket": reference_sort,
+    "chunk": reference_chunk,
+    "look_back": reference_look_back,
+    "reversible_forward": reference_forward,
+    "reversible_inverse": reference_inverse,
+    "reversible_backward": reference_backward,
+}
+
+RUBRIC = Rubric(references=REFERENCES, criteria=(
     Criterion("test_hash", 3, check_hash, ("hash_vectors",), "LSH buckets: argmax over [xR, -xR] per hash round"),
     Criterion("test_sort", 2, check_sort, ("sort_by_bucket",), "sort by bucket, stable inside a bucket"),
     Criterion("test_undo", 1, check_undo, ("sort_by_bucket",), "the inverse permutation"),
@@ -406,4 +418,4 @@ RUBRIC: tuple[Criterion, ...] = (
               "gradients by recomputation equal autograd's"),
     Criterion("test_backward_recomputes", 2, check_backward_recomputes, ("reversible_forward", "reversible_backward"),
               "the backward rebuilds its inputs instead of using stored activations"),
-)
+))

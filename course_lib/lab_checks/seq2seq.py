@@ -27,7 +27,6 @@ Not covered: dropout, the encoder layer, incremental decoding with a key/value c
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 
@@ -38,8 +37,8 @@ from ..attention.scaled_dot_product import scaled_dot_product_attention
 from ..attention.multi_head import MultiHeadAttention, merge_heads, split_heads
 from ..seq2seq.rnn import AdditiveAttention
 from ..seq2seq.layers import TransformerDecoderLayer
+from .rubric import Criterion, Rubric
 from .toolkit import (
-    Criterion,
     Trial,
     call_student,
     expect_close,
@@ -104,7 +103,8 @@ def _random_additive(trial: Trial):
     return query, keys, w_q, w_k, trial.randn(a)
 
 
-def _additive_reference(query, keys, w_q, w_k, v, mask=None):
+def reference_additive_attention(query, keys, w_q, w_k, v, mask=None):
+    """The lab's ``additive_attention`` by :class:`course_lib.seq2seq.AdditiveAttention` holding the same weights."""
     module = AdditiveAttention(query.shape[-1], keys.shape[-1], w_q.shape[0]).to(query.device)
     with torch.no_grad():
         module.W_q.weight.copy_(w_q)
@@ -144,7 +144,7 @@ def check_additive_weights(additive_attention: Callable) -> None:
     for trial in trials(TRIALS, seed=100):
         query, keys, w_q, w_k, v = _random_additive(trial)
         _, weights = _run_additive(additive_attention, query, keys, w_q, w_k, v)
-        _, expected = _additive_reference(query, keys, w_q, w_k, v)
+        _, expected = reference_additive_attention(query, keys, w_q, w_k, v)
         if is_close(weights, expected):
             continue
         context = _additive_context(query, keys)
@@ -270,6 +270,22 @@ def reference_cross_attention(x, memory, p, num_heads, memory_key_padding_mask=N
     """Queries from the decoder's ``x`` (B, T, D), keys and values from the encoder's ``memory`` (B, S, D)."""
     mask = None if memory_key_padding_mask is None else memory_key_padding_mask[:, None, None, :]  # (B, 1, 1, S)
     return reference_attention(x, memory, p, num_heads, mask)
+
+
+def reference_decoder_layer(x, memory, params, num_heads, norm_first=False, tgt_key_padding_mask=None,
+                            memory_key_padding_mask=None):
+    """The lab's ``decoder_layer``: course_lib's :class:`~course_lib.seq2seq.TransformerDecoderLayer` holding ``params``."""
+    dim = x.shape[-1]
+    layer = TransformerDecoderLayer(dim, num_heads, ffn_dim=params["ffn"]["weight1"].shape[0], dropout=0.0,
+                                    norm_first=norm_first).to(x.device).eval()
+    state = {f"{block}.{part}_proj.{kind}": params[block][f"{part}_{kind}"] for block in ("self_attn", "cross_attn")
+             for part in ("q", "k", "v", "out") for kind in ("weight", "bias")}
+    state |= {f"ffn.linear{n}.{kind}": params["ffn"][f"{kind}{n}"] for n in (1, 2) for kind in ("weight", "bias")}
+    state |= {f"{norm}.{kind}": params[norm][kind] for norm in ("norm1", "norm2", "norm3") for kind in ("weight", "bias")}
+    layer.load_state_dict(state)
+    with torch.no_grad():
+        return layer(x, memory, tgt_mask=_self_mask(x), tgt_key_padding_mask=tgt_key_padding_mask,
+                     memory_key_padding_mask=memory_key_padding_mask)
 
 
 def _random_layer(trial: Trial, norm_first: bool):
@@ -412,33 +428,10 @@ def check_cross_attention(cross_attention: Callable) -> None:
 
 # --- the decoder layer ---------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _reference_blocks_in(function: Callable):
-    """Put the reference sub-layers in the student's namespace while ``decoder_layer`` is checked, so a wrong
-    ``masked_self_attention`` or ``cross_attention`` costs only its own cells (the sandboxed grader does the
-    same by running the source's solutions of the other functions)."""
-    namespace = getattr(function, "__globals__", None)
-    if namespace is None:
-        yield
-        return
-    missing = object()
-    replacements = {"masked_self_attention": reference_self_attention, "cross_attention": reference_cross_attention}
-    saved = {name: namespace.get(name, missing) for name in replacements}
-    namespace.update(replacements)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is missing:
-                namespace.pop(name, None)
-            else:
-                namespace[name] = value
-
 
 def _call_layer(decoder_layer, x, memory, params, heads, norm_first, tgt_mask=None, memory_mask=None, *, context):
-    with _reference_blocks_in(decoder_layer):
-        got = call_student(decoder_layer, x, memory, _clone(params), heads, norm_first, tgt_mask, memory_mask,
-                           name="decoder_layer")
+    got = call_student(decoder_layer, x, memory, _clone(params), heads, norm_first, tgt_mask, memory_mask,
+                       name="decoder_layer")
     return _sublayer_output(got, "decoder_layer", x.shape, context).to(x.device)
 
 
@@ -567,7 +560,15 @@ def check_decoder_padding(decoder_layer: Callable) -> None:
                      "pass tgt_key_padding_mask to masked_self_attention: no query may attend to target padding.")
 
 
-RUBRIC: tuple[Criterion, ...] = (
+# The course's own implementations, in the lab's signatures (see course_lib.lab_checks.rubric).
+REFERENCES = {
+    "additive_attention": reference_additive_attention,
+    "masked_self_attention": reference_self_attention,
+    "cross_attention": reference_cross_attention,
+    "decoder_layer": reference_decoder_layer,
+}
+
+RUBRIC = Rubric(references=REFERENCES, criteria=(
     Criterion("test_additive_weights", 2, check_additive_weights, ("additive_attention",),
               "additive attention: softmax over the source positions of vᵀ tanh(W_q q + W_k k)"),
     Criterion("test_additive_padding", 1, check_additive_padding, ("additive_attention",),
@@ -586,4 +587,4 @@ RUBRIC: tuple[Criterion, ...] = (
               "pre-norm decoder layer: x = x + sublayer(norm(x)), equal to course_lib's"),
     Criterion("test_decoder_padding", 1, check_decoder_padding, ("decoder_layer",),
               "decoder layer: target and source padding masks reach the right sub-layers"),
-)
+))

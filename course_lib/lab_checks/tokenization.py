@@ -22,13 +22,13 @@ Not covered: pre-tokenization and the byte-to-character mapping (the chapter's b
 """
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping
 from itertools import pairwise
 
 from ..tokenization import best_pair, merge_pair
 from ..tokenization import get_stats as library_get_stats
-from .toolkit import Criterion, Trial, call_student, fail, trials
+from .rubric import Criterion, Rubric
+from .toolkit import Trial, call_student, fail, trials
 
 __all__ = [
     "check_get_stats", "check_merge", "check_train", "check_train_ties", "check_encode",
@@ -159,24 +159,6 @@ def _tie_free_steps(text: str, limit: int = 12) -> int:
     return limit
 
 
-@contextlib.contextmanager
-def _reference_helpers(function: Callable):
-    """Swap the reference ``get_stats`` and ``merge`` into ``function``'s module while it is checked,
-    so a mistake in the student's helpers is graded in their own cells only."""
-    namespace = getattr(function, "__globals__", None)
-    if namespace is None:
-        yield
-        return
-    saved = {name: namespace[name] for name in ("get_stats", "merge") if name in namespace}
-    namespace["get_stats"], namespace["merge"] = reference_get_stats, merge_pair
-    try:
-        yield
-    finally:
-        for name in ("get_stats", "merge"):
-            namespace.pop(name, None)
-        namespace.update(saved)
-
-
 def _as_pairs(value, name: str, context: str) -> list[tuple[int, int]]:
     if not isinstance(value, (list, tuple)):
         fail(f"{name} should return a list of pairs, got {type(value).__name__} ({context})",
@@ -254,8 +236,7 @@ def check_train(train: Callable) -> None:
         if num_merges < 3:
             continue  # a tie early on: the tie rule is check_train_ties' business
         context = f"train({text!r}, {num_merges})"
-        with _reference_helpers(train):
-            got = _as_pairs(call_student(train, text, num_merges, name="train"), "train", context)
+        got = _as_pairs(call_student(train, text, num_merges, name="train"), "train", context)
         expected = reference_train(text, num_merges)
         if got != expected:
             if got in (_train_with_stale_counts(text, num_merges, True), _train_with_stale_counts(text, num_merges, False)):
@@ -283,8 +264,7 @@ def check_train_ties(train: Callable) -> None:
             break
     for text in texts:
         context = f"train({text!r}, 1)"
-        with _reference_helpers(train):
-            got = _as_pairs(call_student(train, text, 1, name="train"), "train", context)
+        got = _as_pairs(call_student(train, text, 1, name="train"), "train", context)
         ids = list(text.encode("utf-8"))
         expected = [best_pair(reference_get_stats(ids))]
         if got == expected:
@@ -312,8 +292,7 @@ def check_encode(encode: Callable) -> None:
         cases.append((random_corpus(trial, 2, 6) if trial.index % 2 else corpus, merges))
     for text, merges in cases:
         context = f"encode({text!r}, merges={merges})"
-        with _reference_helpers(encode):
-            got = _as_ids(call_student(encode, text, [tuple(m) for m in merges], name="encode"), "encode", context)
+        got = _as_ids(call_student(encode, text, [tuple(m) for m in merges], name="encode"), "encode", context)
         expected = reference_encode(text, merges)
         if got == expected:
             continue
@@ -326,7 +305,10 @@ def check_encode(encode: Callable) -> None:
              "with the lowest index i into 256 + i.")
 
 
-RUBRIC: tuple[Criterion, ...] = (
+# The course's own implementations, in the lab's signatures (see course_lib.lab_checks.rubric).
+REFERENCES = {"get_stats": reference_get_stats, "merge": merge_pair, "train": reference_train, "encode": reference_encode}
+
+RUBRIC = Rubric(references=REFERENCES, criteria=(
     Criterion("test_get_stats", 2, check_get_stats, ("get_stats",),
               "pair counts: every adjacent pair, overlaps included"),
     Criterion("test_merge", 2, check_merge, ("merge",),
@@ -337,4 +319,4 @@ RUBRIC: tuple[Criterion, ...] = (
               "ties go to the smallest pair, as in HF tokenizers"),
     Criterion("test_encode", 3, check_encode, ("encode",),
               "encoding: merges applied in rank order"),
-)
+))

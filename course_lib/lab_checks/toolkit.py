@@ -10,9 +10,10 @@ says *what* is wrong and *why* it probably happened::
     q (2, 3, 5, 8), k (2, 3, 7, 8), v (2, 3, 7, 4)).
     Hint: your weights sum to 1 down the query axis; softmax must run over the last (key) axis.
 
-The lab module also declares its ``RUBRIC``: one :class:`Criterion` per grade cell (the cell's
-``grade_id``, its points, the check and which student functions it needs), so a grader can run
-the checks without the notebook and the tests can hold the notebook to the rubric.
+The lab module also declares its ``RUBRIC`` (:mod:`.rubric`): one criterion per grade cell (the
+cell's ``grade_id``, its points, the check and which student functions it needs) and the reference
+of every function, so a grader can run the checks without the notebook and the tests can hold the
+notebook to the rubric.
 
 Not covered: sandboxing (student code runs in this process), timeouts, notebook handling.
 """
@@ -26,7 +27,7 @@ import torch
 from ..runtime import get_device
 
 __all__ = [
-    "ATOL", "RTOL", "CheckFailed", "Criterion", "Trial",
+    "ATOL", "RTOL", "CheckFailed", "Trial",
     "fail", "trials", "call_student", "expect_tensor", "expect_close", "is_close", "describe_shapes",
 ]
 
@@ -45,18 +46,6 @@ class CheckFailed(AssertionError):
 def fail(problem: str, hint: str | None = None) -> None:
     """Raise :class:`CheckFailed`; the one way checks report a mistake, so messages look alike."""
     raise CheckFailed(problem, hint)
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """One graded aspect of a lab: the notebook's grade cell ``grade_id`` is worth ``points``
-    and passes when ``check(*student_functions)`` returns without raising."""
-
-    grade_id: str
-    points: float
-    check: Callable[..., None]
-    functions: tuple[str, ...]  # names of the student functions ``check`` takes, in order
-    description: str
 
 
 @dataclass(frozen=True)

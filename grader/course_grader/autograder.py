@@ -1,11 +1,12 @@
 """Grade lab submissions with the sandbox: one fresh sandboxed process per graded part, scores to the gradebook.
 
-For each :class:`~course_lib.lab_checks.toolkit.Criterion` of a lab's ``RUBRIC`` the grader sends a
+For each criterion of a lab's ``RUBRIC`` (:mod:`course_lib.lab_checks.rubric`) the grader sends a
 :class:`~course_grader.sandbox.Sandbox` only the trusted set-up cell of the lab's *source*
-notebook, the source's reference solutions of the *other* functions (helpers a student's function
-may call, so a mistake costs only its own cell) and the student's solution cells that define the
-criterion's functions, in that order (see :func:`criterion_source`), then runs the
-unchanged ``criterion.check`` here, in the trusted process, on proxies of those functions. The
+notebook and the student's solution cells that define the criterion's functions (see
+:func:`criterion_source`); the sandbox defines the lab's references of the *other* functions
+around them (helpers a student's function may call, so a mistake costs only its own cell). The
+criterion then runs here, in the trusted process, through ``RUBRIC.run`` on stand-ins for those
+functions, exactly as nbgrader runs it in the student's kernel. The
 student's test cells are never used, so edited, deleted, duplicated or retyped test cells change
 nothing, and no student code runs in this process.
 
@@ -33,7 +34,7 @@ from .sandbox import Limits, Sandbox, SandboxError
 __all__ = [
     "NotebookResult", "SubmissionError", "criterion_source", "default_hidden_paths", "grade_batch", "grade_notebook", "graded_students",
     "grading_device",
-    "load_notebook", "part_source", "record", "reference_source", "setup_source",
+    "load_notebook", "part_source", "record", "setup_source",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -103,18 +104,10 @@ def part_source(notebook: dict, names: Iterable[str]) -> str:
                        and _nbgrader(cell).get("solution") and _defines(_text(cell), names))
 
 
-def reference_source(source_notebook: dict, exclude: Iterable[str]) -> str:
-    """The source notebook's solution cells that define none of ``exclude`` (the trusted helpers)."""
-    exclude = set(exclude)
-    return "\n\n".join(_text(cell) for cell in source_notebook["cells"]
-                       if cell.get("cell_type") == "code" and _nbgrader(cell).get("solution")
-                       and not _defines(_text(cell), exclude))
-
-
 def criterion_source(source_notebook: dict, notebook: dict, functions: Iterable[str]) -> str:
-    """What one graded part runs: set-up, reference helpers, then the student's cells for ``functions``."""
-    return "\n\n".join([setup_source(source_notebook), reference_source(source_notebook, functions),
-                        part_source(notebook, functions)])
+    """What one graded part runs: the set-up, then the student's cells for ``functions`` (the sandbox
+    defines the lab's references of the other functions around it: ``RUBRIC.helpers``)."""
+    return "\n\n".join([setup_source(source_notebook), part_source(notebook, functions)])
 
 
 def grade_notebook(sandbox: Sandbox, module, notebook_path: Path, source_notebook: dict,
@@ -132,9 +125,10 @@ def grade_notebook(sandbox: Sandbox, module, notebook_path: Path, source_noteboo
     messages = {}
     for criterion in module.RUBRIC:
         source = criterion_source(source_notebook, notebook, criterion.functions)
-        with sandbox.run(source, criterion.functions, device=device) as part:
+        helpers = module.RUBRIC.helpers(criterion.grade_id)
+        with sandbox.run(source, criterion.functions, device=device, helpers=helpers) as part:
             try:
-                criterion.check(*(part.function(name) for name in criterion.functions))
+                module.RUBRIC.run(criterion.grade_id, *(part.function(name) for name in criterion.functions))
                 scores[criterion.grade_id] = (float(criterion.points), float(criterion.points))
             except (AssertionError, SandboxError) as failure:
                 messages[criterion.grade_id] = str(failure)
@@ -187,8 +181,9 @@ _worker: dict = {}
 
 
 def _start_worker(limits: Limits, hidden: list[Path], lab: str, source: dict, device: str, gpu_lock: Path) -> None:
-    _worker.update(sandbox=Sandbox(limits, hidden, gpu_lock=gpu_lock), module=find_lab(lab).checks, source=source,
-                   device=device)
+    module = find_lab(lab).checks
+    _worker.update(sandbox=Sandbox(limits, hidden, gpu_lock=gpu_lock, rubric=module.__name__), module=module,
+                   source=source, device=device)
 
 
 def _grade_in_worker(student: str, path: str) -> tuple[str, NotebookResult, list[str]]:
@@ -246,7 +241,7 @@ def grade_batch(course_dir: Path, lab: str, submissions: dict[str, Path], *, wor
             bar.update()
 
         if workers <= 0:
-            with Sandbox(limits, hidden, gpu_lock=gpu_lock) as sandbox:
+            with Sandbox(limits, hidden, gpu_lock=gpu_lock, rubric=module.__name__) as sandbox:
                 for student, path in todo.items():
                     finish(student, grade_notebook(sandbox, module, path, source, device))
                     warnings.update(sandbox.warnings)

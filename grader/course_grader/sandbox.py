@@ -65,6 +65,7 @@ from .protocol import (
 
 __all__ = [
     "UID_BASE", "CommandResult", "ForbiddenResult", "GpuLock", "Limits", "Part", "Sandbox", "SandboxCrashed",
+    "SandboxedFunction",
     "SandboxError", "SandboxTimeout", "StudentException",
 ]
 
@@ -110,9 +111,10 @@ class Sandbox:
     """One zygote process; :meth:`run` starts a sandboxed part. Use as a context manager."""
 
     def __init__(self, limits: Limits = Limits(), hidden_paths=(), start_timeout: float = 120.0,
-                 gpu_lock: Path | str | None = None):
+                 gpu_lock: Path | str | None = None, rubric: str | None = None):
         self.limits, self.gpu_lock = limits, gpu_lock
-        config = {"limits": asdict(limits), "hidden": [str(p) for p in hidden_paths], "uid_base": UID_BASE}
+        config = {"limits": asdict(limits), "hidden": [str(p) for p in hidden_paths], "uid_base": UID_BASE,
+                  "rubric": rubric}
         self._socket, theirs = socket.socketpair()
         self._zygote = subprocess.Popen(
             [sys.executable, "-I", "-m", sandbox_child.__name__, str(theirs.fileno()), json.dumps(config)],
@@ -121,8 +123,12 @@ class Sandbox:
         theirs.close()
         self._start_timeout, self.warnings, self._fork_lock = start_timeout, set(), threading.Lock()
 
-    def run(self, source: str, names, device: str = "cpu") -> Part:
+    def run(self, source: str, names, device: str = "cpu", helpers=()) -> Part:
         """Fork a fresh sandboxed process that runs ``source`` and serves the functions ``names``.
+
+        ``helpers`` names functions of the lab's ``RUBRIC.references`` (the module given as ``rubric``
+        when the sandbox started) that the process defines around ``source``: the reference stands in
+        for every function this part does not grade.
 
         ``device="cuda"``: the student's functions get their inputs on the GPU; with ``gpu_lock``
         this waits until no other GPU part holds the lock, and holds it until the part is closed.
@@ -138,7 +144,7 @@ class Sandbox:
             if lock is not None:
                 lock.release()
             raise
-        return Part(self, ours, pid, list(names), source, lock)
+        return Part(self, ours, pid, list(names), source, lock, list(helpers))
 
     def command(self, argv: list[str], files: dict[str, bytes], fetch: list[str],
                 env: dict[str, str] | None = None) -> CommandResult:
@@ -263,24 +269,21 @@ class Part(_Process):
     """A sandboxed process holding one part's student code; closing it kills all its processes."""
 
     def __init__(self, sandbox: Sandbox, sock: socket.socket, pid: int, names: list[str], source: str,
-                 lock: GpuLock | None = None):
+                 lock: GpuLock | None = None, helpers: list[str] = ()):
         self.names, self.load_error = names, None
         self.limits, self._socket, self._pids, self.closed, self._lock = sandbox.limits, sock, [pid], False, lock
         try:
             super().__init__(sandbox, sock, pid, lock)
-            self._send({"op": "load", "source": source, "names": names})
+            self._send({"op": "load", "source": source, "names": names, "helpers": list(helpers)})
             reply, _ = self._receive()
             if "error" in reply:
                 self.load_error = rebuild_exception(reply.get("error"), reply.get("message"))
         except SandboxError as error:
             self.load_error = error
 
-    def function(self, name: str):
+    def function(self, name: str) -> SandboxedFunction:
         """A callable that runs the student's ``name`` in the sandbox."""
-        def proxy(*args, **kwargs):
-            return self.call(name, args, kwargs)
-        proxy.__name__ = proxy.__qualname__ = name
-        return proxy
+        return SandboxedFunction(self, name)
 
     def call(self, name: str, args: tuple, kwargs: dict):
         if self.load_error is not None:
@@ -297,3 +300,17 @@ class Part(_Process):
         from course_lib.runtime import get_device  # here: the device module needs nothing from the sandbox
 
         return decode(reply.get("result"), results, get_device())
+
+
+class SandboxedFunction:
+    """Stands in for a student's function in the trusted process: each call runs it in the part's
+    sandbox. It has no module namespace (no ``__globals__``), so a check cannot put anything into it."""
+
+    def __init__(self, part: Part, name: str):
+        self._part, self.__name__ = part, name
+
+    def __call__(self, *args, **kwargs):
+        return self._part.call(self.__name__, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<sandboxed {self.__name__}>"

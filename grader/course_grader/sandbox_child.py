@@ -28,6 +28,7 @@ Linux only.
 from __future__ import annotations
 
 import builtins
+import importlib
 import ctypes
 import fcntl
 import os
@@ -53,6 +54,7 @@ LOG_CHARS = 4000  # of a command's output, sent back to explain a failure
 GPU_MEMORY_FRACTION = 0.5  # of the GPU's memory, for one part's tensors (one GPU part runs at a time)
 
 _libc = ctypes.CDLL(None, use_errno=True)
+REFERENCES: dict = {}  # the zygote's lab's RUBRIC.references (name -> the course's implementation)
 
 
 def _loopback_up() -> bool:
@@ -165,12 +167,19 @@ def _start_device(device: str) -> None:
 
 
 def _serve(sock: socket.socket, max_bytes: int, device: str) -> None:
-    """Run the part's source, then answer calls until the parent hangs up."""
+    """Run the part's source, the lab's references of the other functions around it, then answer calls
+    until the parent hangs up."""
     header, _ = recv(sock, max_bytes)
     namespace = {"__name__": "__student__", "__builtins__": builtins}
     try:
         _start_device(device)
+        unknown = [name for name in header.get("helpers", []) if name not in REFERENCES]
+        if unknown:
+            raise LookupError(f"the sandbox holds no reference for {', '.join(map(str, unknown))}")
+        helpers = {name: REFERENCES[name] for name in header.get("helpers", [])}
+        namespace.update(helpers)  # before: code at the top of a cell may call them
         exec(compile(header["source"], "<student code>", "exec"), namespace)
+        namespace.update(helpers)  # after: the part grades its own functions only, every other one is the reference
         missing = [n for n in header["names"] if not callable(namespace.get(n))]
         if missing:
             raise NameError(f"your notebook does not define {', '.join(missing)}")
@@ -255,6 +264,8 @@ def _child(fd: int, config: dict, number: int, device: str) -> None:
 def main(fd: int, config: dict) -> None:
     """The zygote's loop: each request (``fork``, ``fork cuda`` or ``fork exec``, plus a socket) forks one child."""
     torch.set_num_threads(1)  # one core per part; two parts run side by side
+    if config.get("rubric"):  # the lab's references, imported once here, before any student code exists
+        REFERENCES.update(importlib.import_module(config["rubric"]).RUBRIC.references)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of killed parts come here, and are reaped
     control = socket.socket(fileno=fd)

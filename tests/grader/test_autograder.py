@@ -49,15 +49,33 @@ def test_a_part_gets_only_the_solution_cells_defining_its_functions():
     assert autograder.part_source(notebook, ["causal_mask"]).endswith("def causal_mask(size:\n    pass")
 
 
-def test_a_part_runs_set_up_then_reference_helpers_then_the_students_cells():
+def test_a_part_runs_set_up_then_the_students_cells_only():
     source, notebook = autograder.load_notebook(SOURCE), autograder.load_notebook(RELEASE)
     notebook["cells"].append({"cell_type": "code", "metadata": {"nbgrader": {"solution": True}},
                               "source": "def causal_mask(size):\n    return 'mine'"})
     code = autograder.criterion_source(source, notebook, ["causal_mask"])
-    setup, helper, mine = (code.index(s) for s in ("import torch", "def split_heads", "return 'mine'"))
-    assert setup < helper < mine
+    assert code.index("import torch") < code.index("return 'mine'")
+    assert "def split_heads" not in code  # the other functions come from the rubric's references, in the sandbox
     assert code.count("def causal_mask") == 2  # the release stub and the student's: never the reference's
     assert "BEGIN HIDDEN TESTS" not in code and "attention_checks" not in code
+
+
+def test_a_sandboxed_part_gets_the_references_of_the_other_functions_around_the_students_code():
+    import torch
+
+    code = ("import torch\nfirst = merge_heads(torch.ones(1, 1, 2, 2)).shape  # a cell may call one at the top\n"
+            "def split_heads(x, num_heads):\n    return merge_heads(x)\n"
+            "def merge_heads(x):\n    return 'mine'\n")
+    helpers = attention_checks.RUBRIC.helpers("test_split_heads")
+    assert set(helpers) == {"scaled_dot_product_attention", "causal_mask", "merge_heads"}
+    with Sandbox(Limits(wall_seconds=30), rubric=attention_checks.__name__) as box:
+        with box.run(code, ["split_heads"], helpers=helpers) as part:  # merge_heads is the reference's
+            assert tuple(part.function("split_heads")(torch.ones(1, 1, 2, 2), 1).shape) == (1, 2, 2)
+        with box.run(code.replace("first = ", "# "), ["split_heads"]) as part:  # without helpers: the student's own
+            assert part.function("split_heads")(torch.ones(1, 1, 2, 2), 1) == "mine"
+        with box.run(code, ["split_heads"], helpers=["no_such_function"]) as part:
+            with pytest.raises(LookupError, match="no reference for no_such_function"):
+                part.function("split_heads")(torch.ones(1), 1)
 
 
 def _fails(mistake: Path) -> set[str]:
@@ -74,7 +92,7 @@ def test_the_sandboxed_grader_serves_every_lab_through_its_rubric(lab, tmp_path)
     mistakes = files.mistakes_dir
     source = autograder.load_notebook(files.source)
     students = labs_script.write_submissions(lab, mistakes, tmp_path)
-    with Sandbox(Limits(wall_seconds=30), autograder.default_hidden_paths()) as box:
+    with Sandbox(Limits(wall_seconds=30), autograder.default_hidden_paths(), rubric=module.__name__) as box:
         results = {s: autograder.grade_notebook(box, module, path, source) for s, path in students.items()}
     points = {c.grade_id: float(c.points) for c in module.RUBRIC}
     assert results["solution"].scores == {g: (p, p) for g, p in points.items()}, results["solution"].messages

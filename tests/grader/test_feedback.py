@@ -225,7 +225,7 @@ def test_a_corrupt_notebook_is_an_error_for_that_student_only(made):
 
 @pytest.mark.slow
 def test_no_sandboxed_process_is_left_and_the_cost_is_reported(made):
-    from test_sandbox import wait_for_no_sandbox_processes
+    from tests.grader.test_sandbox import wait_for_no_sandbox_processes
 
     assert wait_for_no_sandbox_processes() == []
     print(f"feedback for 2 executed submissions (2 workers): {made['elapsed']:.1f} s")
@@ -263,7 +263,7 @@ def test_the_command_makes_feedback_unless_told_not_to_and_hides_its_output_fold
 
 @pytest.mark.slow
 def test_a_run_past_its_deadline_is_killed_and_reported_for_that_student():
-    from test_sandbox import wait_for_no_sandbox_processes
+    from tests.grader.test_sandbox import wait_for_no_sandbox_processes
 
     from course_grader.sandbox import Sandbox
 

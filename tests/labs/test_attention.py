@@ -29,7 +29,7 @@ def _run_rubric(functions: dict) -> dict[str, str]:
     failures = {}
     for criterion in attention_checks.RUBRIC:
         try:
-            criterion.check(*(functions.get(n, getattr(course_lib, n)) for n in criterion.functions))
+            attention_checks.RUBRIC.run(criterion.grade_id, *(functions.get(n, getattr(course_lib, n)) for n in criterion.functions))
         except AssertionError as error:
             failures[criterion.grade_id] = str(error)
     return failures
@@ -138,7 +138,7 @@ def test_source_notebook_grade_cells_follow_the_rubric():
         criterion = by_id[cell["metadata"]["nbgrader"]["grade_id"]]
         hidden = re.search(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", _source(cell), re.S)
         assert hidden, f"{criterion.grade_id} has no hidden tests"
-        call = f"attention_checks.{criterion.check.__name__}({', '.join(criterion.functions)})"
+        call = f'attention_checks.RUBRIC.run("{criterion.grade_id}", {", ".join(criterion.functions)})'
         assert call in hidden.group(1), f"{criterion.grade_id} should call {call}"
 
 

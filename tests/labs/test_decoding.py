@@ -59,7 +59,7 @@ def _run_rubric(functions: dict) -> dict[str, str]:
     failures = {}
     for criterion in decoding_checks.RUBRIC:
         try:
-            criterion.check(*(functions[name] for name in criterion.functions))
+            decoding_checks.RUBRIC.run(criterion.grade_id, *(functions[name] for name in criterion.functions))
         except AssertionError as error:
             failures[criterion.grade_id] = str(error)
     return failures
@@ -177,8 +177,8 @@ def test_filters_are_swapped_in_only_during_the_distribution_checks(solution):
             "    if top_p is not None:\n        scores = top_p_filter(scores, top_p)\n"
             "    return torch.softmax(scores, dim=-1)\n")
     exec(code, namespace)
-    decoding_checks.check_distribution_sums_to_one(namespace["filtered_distribution"])  # ran with the library's filters
-    decoding_checks.check_distribution_filters(namespace["filtered_distribution"])
+    for grade_id in ("test_distribution_sums_to_one", "test_distribution_filters"):  # with the library's filters
+        decoding_checks.RUBRIC.run(grade_id, namespace["filtered_distribution"])
     assert namespace["top_k_filter"] == namespace["top_p_filter"] == "student's"
 
 
@@ -251,7 +251,7 @@ def test_source_notebook_grade_cells_follow_the_rubric():
         criterion = by_id[_nbgrader(cell)["grade_id"]]
         hidden = re.search(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", _source(cell), re.S)
         assert hidden, f"{criterion.grade_id} has no hidden tests"
-        call = f"decoding_checks.{criterion.check.__name__}({', '.join(criterion.functions)})"
+        call = f'decoding_checks.RUBRIC.run("{criterion.grade_id}", {", ".join(criterion.functions)})'
         assert call in hidden.group(1), f"{criterion.grade_id} should call {call}"
 
 

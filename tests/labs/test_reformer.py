@@ -57,7 +57,7 @@ def _run_rubric(namespace: dict) -> dict[str, str]:
     failures = {}
     for criterion in reformer_checks.RUBRIC:
         try:
-            criterion.check(*(namespace[name] for name in criterion.functions))
+            reformer_checks.RUBRIC.run(criterion.grade_id, *(namespace[name] for name in criterion.functions))
         except AssertionError as error:
             failures[criterion.grade_id] = str(error)
     return failures
@@ -107,7 +107,7 @@ def test_unstable_sort_really_mixes_positions_on_the_checks_inputs():
 def test_reference_inverse_is_swapped_in_only_during_the_backward_checks(kernel):
     namespace = dict(kernel)
     namespace["reversible_inverse"] = "student's"
-    reformer_checks.check_backward(namespace["reversible_forward"], namespace["reversible_backward"])
+    reformer_checks.RUBRIC.run("test_backward", namespace["reversible_forward"], namespace["reversible_backward"])
     assert namespace["reversible_inverse"] == "student's"
 
 
@@ -169,7 +169,7 @@ def test_source_notebook_grade_cells_follow_the_rubric():
         criterion = by_id[cell["metadata"]["nbgrader"]["grade_id"]]
         hidden = re.search(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", _source(cell), re.DOTALL)
         assert hidden, f"{criterion.grade_id} has no hidden tests"
-        call = f"reformer_checks.{criterion.check.__name__}({', '.join(criterion.functions)})"
+        call = f'reformer_checks.RUBRIC.run("{criterion.grade_id}", {", ".join(criterion.functions)})'
         assert call in hidden.group(1), f"{criterion.grade_id} should call {call}"
 
 

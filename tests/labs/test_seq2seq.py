@@ -52,7 +52,7 @@ def _run_rubric(namespace: dict) -> dict[str, str]:
     failures = {}
     for criterion in seq2seq_checks.RUBRIC:
         try:
-            criterion.check(*(namespace[name] for name in criterion.functions))
+            seq2seq_checks.RUBRIC.run(criterion.grade_id, *(namespace[name] for name in criterion.functions))
         except AssertionError as error:
             failures[criterion.grade_id] = str(error)
     return failures
@@ -147,8 +147,8 @@ def test_unimplemented_functions_fail_every_check_and_say_so():
 def test_decoder_checks_use_the_reference_sub_layers_and_put_the_students_back():
     namespace = _kernel({"masked_self_attention": "def masked_self_attention(*args, **kwargs):\n    raise RuntimeError()",
                          "cross_attention": "def cross_attention(*args, **kwargs):\n    raise RuntimeError()"})
-    seq2seq_checks.check_post_norm(namespace["decoder_layer"])
-    seq2seq_checks.check_decoder_padding(namespace["decoder_layer"])
+    seq2seq_checks.RUBRIC.run("test_post_norm", namespace["decoder_layer"])
+    seq2seq_checks.RUBRIC.run("test_decoder_padding", namespace["decoder_layer"])
     for name in ("masked_self_attention", "cross_attention"):  # the student's own functions are back afterwards
         with pytest.raises(RuntimeError):
             namespace[name]()
@@ -224,7 +224,7 @@ def test_source_notebook_grade_cells_follow_the_rubric():
         hidden = re.search(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", _source(cell), re.DOTALL)
         assert hidden, f"{criterion.grade_id} has no hidden tests"
         assert _source(cell).startswith("### BEGIN HIDDEN TESTS")  # hidden first: grading reports its message
-        call = f"seq2seq_checks.{criterion.check.__name__}({', '.join(criterion.functions)})"
+        call = f'seq2seq_checks.RUBRIC.run("{criterion.grade_id}", {", ".join(criterion.functions)})'
         assert call in hidden.group(1), f"{criterion.grade_id} should call {call}"
 
 

@@ -43,7 +43,7 @@ def _run_rubric(functions: dict) -> dict[str, str]:
     failures = {}
     for criterion in tokenization_checks.RUBRIC:
         try:
-            criterion.check(*(functions[name] for name in criterion.functions))
+            tokenization_checks.RUBRIC.run(criterion.grade_id, *(functions[name] for name in criterion.functions))
         except AssertionError as error:
             failures[criterion.grade_id] = str(error)
     return failures
@@ -109,7 +109,7 @@ def test_helpers_are_swapped_in_only_during_the_check(solution):
     code = "def train(text, num_merges):\n    return [max(get_stats(list(text.encode())).items())[0]][:num_merges]"
     exec(code, namespace)
     with pytest.raises(CheckFailed):
-        tokenization_checks.check_train(namespace["train"])  # wrong, but it ran with the reference get_stats ...
+        tokenization_checks.RUBRIC.run("test_train", namespace["train"])  # wrong, ran with the reference get_stats ...
     assert namespace["get_stats"] == namespace["merge"] == "student's"  # ... and the student's came back
 
 
@@ -171,7 +171,7 @@ def test_source_notebook_grade_cells_follow_the_rubric():
         criterion = by_id[cell["metadata"]["nbgrader"]["grade_id"]]
         hidden = re.search(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", _source(cell), re.S)
         assert hidden, f"{criterion.grade_id} has no hidden tests"
-        call = f"tokenization_checks.{criterion.check.__name__}({', '.join(criterion.functions)})"
+        call = f'tokenization_checks.RUBRIC.run("{criterion.grade_id}", {", ".join(criterion.functions)})'
         assert call in hidden.group(1), f"{criterion.grade_id} should call {call}"
 
 
