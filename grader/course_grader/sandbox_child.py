@@ -261,11 +261,25 @@ def _child(fd: int, config: dict, number: int, device: str) -> None:
     os._exit(0)
 
 
+def _load_references(module_name: str) -> None:
+    """Import the lab's rubric once, here, before any student code exists, and keep only its references:
+    the checks' modules leave ``sys.modules`` (their folder is hidden in every child), so ``import
+    course_lib.lab_checks...`` fails in the sandbox as it did before anything was loaded. (The reference
+    functions, which the course's library also holds, stay reachable through their own attributes.)"""
+    REFERENCES.update(importlib.import_module(module_name).RUBRIC.references)
+    package = module_name.rsplit(".", 1)[0]  # course_lib.lab_checks
+    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        del sys.modules[name]
+    parent, _, leaf = package.rpartition(".")
+    if parent in sys.modules:
+        sys.modules[parent].__dict__.pop(leaf, None)
+
+
 def main(fd: int, config: dict) -> None:
     """The zygote's loop: each request (``fork``, ``fork cuda`` or ``fork exec``, plus a socket) forks one child."""
     torch.set_num_threads(1)  # one core per part; two parts run side by side
-    if config.get("rubric"):  # the lab's references, imported once here, before any student code exists
-        REFERENCES.update(importlib.import_module(config["rubric"]).RUBRIC.references)
+    if config.get("rubric"):
+        _load_references(config["rubric"])
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of killed parts come here, and are reaped
     control = socket.socket(fileno=fd)
