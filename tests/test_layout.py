@@ -1,0 +1,104 @@
+"""The library's layout rules, read from the code's own imports: topic packages in one order, no circle.
+
+``course_lib/__init__.py`` states them: a topic package imports only the topic packages listed above it
+(and the shared modules ``runtime``, ``data``, ``viz``, ``notebooks``, which import no topic); nothing
+inside the library imports the package root; no import circle between modules (lazy imports inside
+functions count too); the students' library never imports the instructor's grader; no file anywhere
+puts a folder on ``sys.path`` (scripts are thin front ends over package functions).
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.paths import REPO
+
+LIBRARY = REPO / "course_lib"
+TOPICS = ["attention", "tokenization", "decoding", "seq2seq", "models", "reformer", "lab_checks"]
+SHARED = ["runtime", "data", "viz", "notebooks"]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every course_lib / course_grader module ``path`` imports, at the top or inside a function."""
+    name, tree = _module_name(path), ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}  # `from . import masks` imports a module
+    modules = {_module_name(p) for p in LIBRARY.rglob("*.py")}
+    return {m for m in found if m in modules or m.startswith("course_grader")}
+
+
+def _unit(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "<root>"
+
+
+GRAPH = {_module_name(p): _imports(p) for p in sorted(LIBRARY.rglob("*.py"))}
+
+
+def test_every_package_is_a_known_topic_or_shared_module():
+    assert {_unit(m) for m in GRAPH} - {"<root>"} == set(TOPICS) | set(SHARED)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if _unit(m) != "<root>"))
+def test_imports_go_down_the_topic_order_only(module):
+    unit = _unit(module)
+    for target in GRAPH[module]:
+        assert not target.startswith("course_grader"), f"{module} imports the instructor's grader ({target})"
+        other = _unit(target)
+        assert other != "<root>", f"{module} imports the package root ({target}): import the topic package instead"
+        if other == unit or other in SHARED and unit not in SHARED:
+            continue
+        if unit in SHARED:
+            pytest.fail(f"shared module {module} imports the topic {other} ({target})")
+        assert TOPICS.index(other) < TOPICS.index(unit), (
+            f"{module} imports {target}: {other} comes after {unit} in course_lib's topic order")
+
+
+def test_no_import_circle():
+    order, state = [], {}
+
+    def visit(module, path):
+        state[module] = "open"
+        for target in sorted(GRAPH.get(module, ())):
+            if target not in GRAPH or target == module:
+                continue
+            if state.get(target) == "open":
+                cycle = path[path.index(target):] + [target]
+                pytest.fail("import circle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target, path + [target])
+        state[module] = "done"
+        order.append(module)
+
+    for module in GRAPH:
+        if module not in state:
+            visit(module, [module])
+
+
+def test_no_file_puts_a_folder_on_sys_path():
+    offenders = []
+    for path in [*REPO.glob("course_lib/**/*.py"), *REPO.glob("grader/**/*.py"), *REPO.glob("scripts/*.py"),
+                 *REPO.glob("tests/**/*.py")]:
+        if path == Path(__file__):
+            continue
+        text = path.read_text(encoding="utf-8")
+        if "sys.path.insert" in text or "sys.path.append" in text:
+            offenders.append(str(path.relative_to(REPO)))
+    assert offenders == []
