@@ -94,10 +94,7 @@ class TransformerEncoderLayer(nn.Module):
     @classmethod
     def from_torch(cls, reference: nn.TransformerEncoderLayer) -> TransformerEncoderLayer:
         """Our layer holding a copy of ``reference``'s weights (built with ``batch_first=True``)."""
-        _require_batch_first(reference.self_attn)
-        ours = cls(reference.self_attn.embed_dim, reference.self_attn.num_heads, reference.linear1.out_features,
-                   reference.dropout.p, _activation_name(reference), reference.norm_first,
-                   reference.norm1.eps, reference.linear1.bias is not None)
+        ours = cls(*_settings_of(reference))
         ours.self_attn = MultiHeadAttention.from_torch(reference.self_attn)
         _copy_ffn_and_norms(ours, reference, ["norm1", "norm2"])
         return ours.to(reference.linear1.weight.device, reference.linear1.weight.dtype)
@@ -149,10 +146,7 @@ class TransformerDecoderLayer(nn.Module):
     @classmethod
     def from_torch(cls, reference: nn.TransformerDecoderLayer) -> TransformerDecoderLayer:
         """Our layer holding a copy of ``reference``'s weights (built with ``batch_first=True``)."""
-        _require_batch_first(reference.self_attn)
-        ours = cls(reference.self_attn.embed_dim, reference.self_attn.num_heads, reference.linear1.out_features,
-                   reference.dropout.p, _activation_name(reference), reference.norm_first,
-                   reference.norm1.eps, reference.linear1.bias is not None)
+        ours = cls(*_settings_of(reference))
         ours.self_attn = MultiHeadAttention.from_torch(reference.self_attn)
         ours.cross_attn = MultiHeadAttention.from_torch(reference.multihead_attn)
         _copy_ffn_and_norms(ours, reference, ["norm1", "norm2", "norm3"])
@@ -212,9 +206,13 @@ class TransformerDecoder(nn.Module):
         return ours
 
 
-def _require_batch_first(attention: nn.MultiheadAttention) -> None:
-    if not attention.batch_first:
+def _settings_of(reference: nn.Module) -> tuple:
+    """Our layer's constructor arguments read off a torch layer built with ``batch_first=True``."""
+    if not reference.self_attn.batch_first:
         raise ValueError("from_torch copies layers built with batch_first=True (ours are (batch, seq, dim))")
+    return (reference.self_attn.embed_dim, reference.self_attn.num_heads, reference.linear1.out_features,
+            reference.dropout.p, _activation_name(reference), reference.norm_first, reference.norm1.eps,
+            reference.linear1.bias is not None)
 
 
 def _copy_ffn_and_norms(ours: nn.Module, reference: nn.Module, norms: list[str]) -> None:

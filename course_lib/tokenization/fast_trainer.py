@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from .byte_level import count_words, initial_vocab
-from .naive_trainer import validate_training_args
+from .naive_trainer import add_merge, validate_training_args
 from .tokenizer import ByteLevelBPE
 
 __all__ = ["merge_word_with_changes", "train_bpe"]
@@ -101,12 +101,7 @@ def train_bpe(texts, vocab_size: int, *, min_frequency: int = 2,
         if count < threshold:
             break
         left, right = id_to_token[left_id], id_to_token[right_id]
-        new_token = left + right
-        if new_token not in token_to_id:
-            token_to_id[new_token] = len(id_to_token)
-            id_to_token.append(new_token)
-        new_id = token_to_id[new_token]
-        merges.append((left, right))
+        new_id = add_merge(left, right, token_to_id, id_to_token, merges)
 
         touched: dict[tuple[int, int], set[int]] = defaultdict(set)  # pairs that gained occurrences
         for index in positions:

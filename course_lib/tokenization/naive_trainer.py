@@ -33,7 +33,7 @@ from itertools import pairwise
 from .byte_level import count_words, initial_vocab
 from .tokenizer import ByteLevelBPE, merge_pair
 
-__all__ = ["best_pair", "validate_training_args", "get_stats", "train_bpe_naive"]
+__all__ = ["add_merge", "best_pair", "get_stats", "train_bpe_naive", "validate_training_args"]
 
 
 def get_stats(words: dict[tuple[int, ...], int]) -> Counter[tuple[int, int]]:
@@ -58,6 +58,18 @@ def best_pair(stats: dict[tuple[int, int], int]) -> tuple[int, int]:
     (2, 9)
     """
     return min(stats, key=lambda pair: (-stats[pair], pair))
+
+
+def add_merge(left: str, right: str, token_to_id: dict[str, int], id_to_token: list[str],
+              merges: list[tuple[str, str]]) -> int:
+    """Record the merge ``(left, right)``; return the merged token's id: a new one, unless that string is
+    already in the vocabulary (two different pairs can spell the same string; the vocabulary then stays)."""
+    new_token = left + right
+    if new_token not in token_to_id:
+        token_to_id[new_token] = len(id_to_token)
+        id_to_token.append(new_token)
+    merges.append((left, right))
+    return token_to_id[new_token]
 
 
 def validate_training_args(vocab_size, min_frequency, special_tokens) -> list[str]:
@@ -96,12 +108,7 @@ def train_bpe_naive(texts, vocab_size: int, *, min_frequency: int = 2,
         if stats[pair] < max(1, min_frequency):
             break
         left, right = id_to_token[pair[0]], id_to_token[pair[1]]
-        new_token = left + right
-        if new_token not in token_to_id:
-            token_to_id[new_token] = len(id_to_token)
-            id_to_token.append(new_token)
-        new_id = token_to_id[new_token]
-        merges.append((left, right))
+        new_id = add_merge(left, right, token_to_id, id_to_token, merges)
         merged: Counter[tuple[int, ...]] = Counter()
         for word, count in words.items():
             merged[tuple(merge_pair(list(word), pair, new_id)) if len(word) > 1 else word] += count
