@@ -40,9 +40,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .processors import (
-    validate_sampling_args, no_repeat_ngram_mask, repetition_penalty, temperature, top_k_filter, top_p_filter,
-)
+from .processors import no_repeat_ngram_mask, repetition_penalty, sampling_logits, validate_sampling_args
 from .steppers import CausalLMStepper, Seq2SeqStepper, Stepper
 
 __all__ = ["generate", "greedy_search", "sample", "beam_search", "Stepper", "CausalLMStepper", "Seq2SeqStepper"]
@@ -92,13 +90,8 @@ def sample(stepper, ids, mask, max_new_tokens, eos_token_id=None, pad_token_id=0
     validate_sampling_args(temperature_value, top_k, top_p)
 
     def choose(scores, _):
-        if temperature_value != 1.0:
-            scores = temperature(scores, temperature_value)
-        if top_k is not None:
-            scores = top_k_filter(scores, top_k)
-        if top_p is not None and top_p < 1.0:
-            scores = top_p_filter(scores, top_p)
-        return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)[:, 0]
+        filtered = sampling_logits(scores, temperature_value, top_k, top_p)  # (N, V)
+        return torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator)[:, 0]
 
     return _decode_one_by_one(stepper, ids, mask, max_new_tokens, eos_token_id, pad_token_id, choose,
                               penalties or (lambda s, _: s))

@@ -3,8 +3,9 @@ and the tree a beam search explores.
 
 * :func:`filtered_distribution` takes one row of next-token scores and the three sampling settings, and
   returns the distribution before filtering (after temperature), which tokens survive top-k and top-p,
-  and the renormalised distribution that is actually sampled. It calls the library's own processors
-  (:mod:`course_lib.decoding.processors`), in ``generate``'s order: temperature, top-k, top-p.
+  and the renormalised distribution that is actually sampled. It calls
+  :func:`~course_lib.decoding.processors.sampling_logits`, the very function :func:`~course_lib.decoding.sample`
+  calls: temperature, top-k, top-p, in ``generate``'s order.
 * :func:`sampling_explorer` is the widget: sliders for the three settings and a seed; it redraws the
   most likely tokens (kept ones coloured, cut ones grey) and samples a continuation with
   :func:`~course_lib.decoding.generate` under the same settings.
@@ -26,12 +27,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .search import generate
-from .processors import (
-    validate_sampling_args,
-    temperature,
-    top_k_filter,
-    top_p_filter,
-)
+from .processors import sampling_logits
 from ..viz import Explorer
 
 __all__ = [
@@ -69,13 +65,8 @@ def filtered_distribution(scores: torch.Tensor, temperature_value: float = 1.0, 
     scores = torch.as_tensor(scores, dtype=torch.float32)
     if scores.ndim != 1 or scores.numel() == 0:
         raise ValueError(f"scores must be one row of next-token scores, shape (V,), got {tuple(scores.shape)}")
-    validate_sampling_args(temperature_value, top_k, top_p)
-    tempered = temperature(scores[None, :], temperature_value)  # (1, V)
-    filtered = tempered
-    if top_k is not None:
-        filtered = top_k_filter(filtered, top_k)
-    if top_p is not None and top_p < 1.0:
-        filtered = top_p_filter(filtered, top_p)
+    tempered = sampling_logits(scores[None, :], temperature_value)  # (1, V), no filter yet
+    filtered = sampling_logits(scores[None, :], temperature_value, top_k, top_p)  # (1, V), what sample() draws from
     kept = torch.isfinite(filtered[0])
     return FilteredDistribution(tempered[0].softmax(-1), kept, filtered[0].softmax(-1))
 

@@ -16,7 +16,7 @@ from transformers.generation.logits_process import (  # noqa: E402
 
 from course_lib.decoding import generate  # noqa: E402
 from course_lib.decoding.processors import (  # noqa: E402
-    no_repeat_ngram_mask, repetition_penalty, temperature, top_k_filter, top_p_filter,
+    no_repeat_ngram_mask, repetition_penalty, sampling_logits, temperature, top_k_filter, top_p_filter,
 )
 from course_lib.models.gpt import GPT  # noqa: E402
 from course_lib.seq2seq.transformer import Transformer  # noqa: E402
@@ -151,6 +151,37 @@ def test_no_repeat_ngram_equals_hf(scores, n):
     expected = NoRepeatNGramLogitsProcessor(n)(previous, scores)
     assert torch.equal(scores.masked_fill(banned, float("-inf")), expected)
     assert banned.any()
+
+
+@pytest.mark.parametrize("value,k,p", [(1.0, None, None), (0.7, 5, None), (1.5, None, 0.8), (0.8, 10, 0.9),
+                                       (2.0, 3, 0.5), (1.0, 49, 0.999)])
+def test_sampling_logits_equal_hf_warpers_in_generate_order(scores, value, k, p):
+    expected = scores
+    for warper in ([TemperatureLogitsWarper(value)] + ([TopKLogitsWarper(k)] if k else [])
+                   + ([TopPLogitsWarper(p)] if p else [])):
+        expected = warper(None, expected)
+    assert torch.equal(sampling_logits(scores, value, k, p), expected)
+
+
+def test_sample_and_the_explorer_share_one_sampling_pipeline(monkeypatch, models, prompts):
+    """No second copy of the order: both call processors.sampling_logits."""
+    import course_lib.decoding.search as search
+    import course_lib.decoding.widgets as widgets
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args[1:])
+        return sampling_logits(*args, **kwargs)
+
+    monkeypatch.setattr(search, "sampling_logits", spy)
+    monkeypatch.setattr(widgets, "sampling_logits", spy)
+    _, ours = models
+    ours_generate(ours, *prompts, max_new_tokens=2, do_sample=True, temperature=0.9, top_k=7, top_p=0.8, seed=0)
+    assert calls == [(0.9, 7, 0.8)] * 2
+    calls.clear()
+    widgets.filtered_distribution(torch.zeros(5), 0.5, 3, 0.9)
+    assert (0.5, 3, 0.9) in calls
 
 
 # --- sampling ------------------------------------------------------------------------------------
