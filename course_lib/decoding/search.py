@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .processors import no_repeat_ngram_mask, repetition_penalty, sampling_logits, validate_sampling_args
-from .steppers import CausalLMStepper, Seq2SeqStepper, Stepper
+from .steppers import CausalLMStepper, Seq2SeqStepper, Stepper, stepper_for
 
 __all__ = ["generate", "greedy_search", "sample", "beam_search", "Stepper", "CausalLMStepper", "Seq2SeqStepper"]
 
@@ -222,7 +222,7 @@ def generate(model, input_ids, attention_mask=None, *, max_new_tokens=20, do_sam
         return _penalties(scores, sequences, rows, repetition_penalty, no_repeat_ngram_size)
 
     def decode():  # in eval and inference mode: an encoder-decoder's stepper encodes the source right away
-        stepper = CausalLMStepper(model) if source is None else Seq2SeqStepper(model, source, source_mask)
+        stepper = stepper_for(model, source, source_mask)
         args = (stepper, input_ids, attention_mask, max_new_tokens)
         if force_words_ids is not None:
             from .constrained import constrained_beam_search

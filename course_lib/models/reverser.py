@@ -7,29 +7,29 @@ picture of "attention moves information between positions" there is.
 
 * :func:`load_reverser` loads the committed checkpoint (``checkpoints/reverser.pt``, written by
   ``scripts/train_toy_models.py``) and returns ``(model, vocab)`` on the CPU in eval mode.
-* :func:`record_attention` is a context manager that hooks every :class:`MultiHeadAttention`
-  in a model and collects their weights, no global flags; :func:`attention_maps` uses it to
-  return bertviz's data contract: one ``(1, heads, T, T)`` tensor per layer.
+* :func:`attention_maps` records the attention of one string with
+  :func:`course_lib.attention.recorder.record_attention` and returns bertviz's data contract: one
+  ``(1, heads, T, T)`` tensor per layer.
 
 Not covered: decoders, cross-attention, training at scale (see the training unit).
 """
 from __future__ import annotations
 
-import contextlib
 import pathlib
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ..attention.multi_head import MultiHeadAttention
 from ..attention.positional import SinusoidalPositionalEncoding
+from ..attention.recorder import record_attention
 from ..runtime import CHECKPOINT_DIR
 
 __all__ = [
     "CharVocab", "EncoderLayer", "Reverser", "REVERSER_CHECKPOINT",
-    "load_reverser", "record_attention", "attention_maps",
+    "load_reverser", "attention_maps",
 ]
 
 REVERSER_CHECKPOINT = CHECKPOINT_DIR / "reverser.pt"
@@ -140,36 +140,6 @@ def load_reverser(path: str | pathlib.Path | None = None) -> tuple[Reverser, Cha
     return model.eval(), vocab
 
 
-@contextlib.contextmanager
-def record_attention(model: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Collect the weights ``(B, H, T_q, T_k)`` of every :class:`MultiHeadAttention` call inside the block.
-
-    The list fills in call order (layer order for an encoder). The hooks ask each module for its
-    weights (``need_weights=True``) and are removed when the block ends::
-
-        with record_attention(model) as weights:
-            model(ids)
-    """
-    modules = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
-    if not modules:
-        raise ValueError(f"{type(model).__name__} contains no MultiHeadAttention module to record")
-    recorded: list[torch.Tensor] = []
-
-    def ask_for_weights(module, args, kwargs):
-        return args, {**kwargs, "need_weights": True}
-
-    def keep_weights(module, args, output):
-        recorded.append(output[1].detach())
-
-    handles = [m.register_forward_pre_hook(ask_for_weights, with_kwargs=True) for m in modules]
-    handles += [m.register_forward_hook(keep_weights) for m in modules]
-    try:
-        yield recorded
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 @torch.no_grad()
 def attention_maps(model: Reverser, tokens: str | Sequence[str]) -> tuple[list[str], list[torch.Tensor]]:
     """Run ``model`` on ``tokens``; return ``(token_strings, attentions)`` in bertviz's format.
@@ -183,6 +153,6 @@ def attention_maps(model: Reverser, tokens: str | Sequence[str]) -> tuple[list[s
     if not token_strings:
         raise ValueError("tokens is empty: give at least one character")
     ids = model.vocab.encode(token_strings)[None].to(model.head.weight.device)  # (1, T)
-    with record_attention(model) as weights:
+    with record_attention(model) as recorded:  # one call per layer, in layer order
         model(ids)
-    return token_strings, [w.cpu() for w in weights]
+    return token_strings, [weights.cpu() for _, weights in recorded]

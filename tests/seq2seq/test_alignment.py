@@ -8,7 +8,8 @@ from course_lib.seq2seq import translation as tr
 from course_lib.seq2seq.alignment import align, token_labels, translation_attention
 from course_lib.data import load_multi30k
 from course_lib.seq2seq.training import greedy_decode_rnn, greedy_decode_transformer
-from course_lib.seq2seq.transformer import attention_maps, record_attention
+from course_lib.attention.recorder import record_attention
+from course_lib.seq2seq.transformer import attention_by_kind, attention_maps
 
 # Short real test2016 sentences: each greedy translation costs about a second on a busy 2-core CPU.
 SENTENCES = [de for de, _ in load_multi30k("test_2016_flickr")[:40] if len(de) < 45][:2]
@@ -79,7 +80,7 @@ def test_re_reading_gives_the_attention_of_each_decoding_step(models, tokenizers
     with record_attention(model) as recorded:
         _, generated = _greedy_ids(model, sentence, tokenizers)
     layers = len(model.decoder.layers)
-    steps = recorded["cross_attention"]  # one (1, H, t, S) per layer per step, in call order
+    steps = attention_by_kind(recorded)["cross_attention"]  # one (1, H, t, S) per layer per step, in call order
     assert len(steps) == layers * len(generated)
     re_read = translation_attention(model, sentence, tokenizers)
     for layer in range(layers):
