@@ -3,7 +3,10 @@
 The chapters need a model small enough to read and trained enough that its attention means
 something. The reverser maps ``"hello42"`` to ``"24olleh"``: output position ``i`` must copy
 input position ``T-1-i``, so one head learns an anti-diagonal attention pattern, the clearest
-picture of "attention moves information between positions" there is.
+picture of "attention moves information between positions" there is. It is built from the
+library's own parts: embeddings, sinusoidal positions, two of :mod:`course_lib.seq2seq.layers`'
+pre-norm :class:`~course_lib.seq2seq.layers.TransformerEncoderLayer` (ReLU, no dropout), a final layer
+norm and a linear head.
 
 * :func:`load_reverser` loads the committed checkpoint (``checkpoints/reverser.pt``, written by
   ``scripts/train_toy_models.py``) and returns ``(model, vocab)`` on the CPU in eval mode.
@@ -22,13 +25,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..attention.multi_head import MultiHeadAttention
 from ..attention.positional import SinusoidalPositionalEncoding
 from ..attention.recorder import record_attention
 from ..runtime import CHECKPOINT_DIR
+from ..seq2seq.layers import TransformerEncoderLayer
 
 __all__ = [
-    "CharVocab", "EncoderLayer", "Reverser", "REVERSER_CHECKPOINT",
+    "CharVocab", "Reverser", "REVERSER_CHECKPOINT",
     "load_reverser", "attention_maps",
 ]
 
@@ -72,23 +75,6 @@ class CharVocab:
         return "".join(self.itos[i] for i in ids if i != self.pad_id)
 
 
-class EncoderLayer(nn.Module):
-    """Pre-norm encoder layer: ``x + attn(norm(x))``, then ``x + ffn(norm(x))``."""
-
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int):
-        super().__init__()
-        self.attention_norm = nn.LayerNorm(dim)
-        self.attention = MultiHeadAttention(dim, num_heads)
-        self.ffn_norm = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, dim))
-
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # need_weights=False takes the fused kernel; record_attention switches it back on.
-        attended, _ = self.attention(self.attention_norm(x), key_padding_mask=key_padding_mask, need_weights=False)
-        x = x + attended  # (B, T, D)
-        return x + self.ffn(self.ffn_norm(x))
-
-
 class Reverser(nn.Module):
     """Encoder-only Transformer that predicts, at position ``i``, the token at ``T-1-i``."""
 
@@ -100,7 +86,9 @@ class Reverser(nn.Module):
         self.vocab: CharVocab | None = None  # attached by load_reverser, used by reverse()
         self.embedding = nn.Embedding(vocab_size, dim)
         self.positions = SinusoidalPositionalEncoding(dim, max_len=max_len)
-        self.layers = nn.ModuleList(EncoderLayer(dim, num_heads, ffn_dim) for _ in range(num_layers))
+        # The library's encoder layer, pre-norm (x + attn(norm(x)), then x + ffn(norm(x))), no dropout.
+        self.layers = nn.ModuleList(TransformerEncoderLayer(dim, num_heads, ffn_dim, dropout=0.0, activation="relu",
+                                                            norm_first=True) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size)
 
@@ -113,7 +101,7 @@ class Reverser(nn.Module):
             raise ValueError(f"sequence length {ids.shape[1]} is longer than the {max_len} the model was trained on")
         x = self.positions(self.embedding(ids))  # (B, T, D)
         for layer in self.layers:
-            x = layer(x, key_padding_mask)
+            x = layer(x, key_padding_mask=key_padding_mask)
         return self.head(self.final_norm(x))  # (B, T, V)
 
     @torch.no_grad()
