@@ -91,7 +91,7 @@ def beam_step(log_probs: torch.Tensor, beam_scores: torch.Tensor, num_beams: int
 
 class Hypothesis(NamedTuple):
     score: float  # log p / generated_length ** length_penalty: how finished sequences are ranked
-    tokens: torch.Tensor  # (T + generated,) the prompt, then the generated tokens (EOS last if it ended on it)
+    tokens: list[int]  # the prompt, then the generated tokens (EOS last if it ended on it)
 
 
 class BeamSearchStep(NamedTuple):
@@ -118,7 +118,6 @@ def beam_search(stepper, ids, mask, max_new_tokens, num_beams, eos_token_id=None
     batch, prompt_len = ids.shape
     max_length = prompt_len + max_new_tokens
     penalties = penalties or (lambda scores, _: scores)
-    fill = -1 if eos_token_id is None else (pad_token_id or eos_token_id)  # HF's filler after a sequence's end
     dead = float("-inf")  # the score of a row that is no beam: its continuations are never candidates
     sequences = ids.repeat_interleave(num_beams, dim=0)  # (B*K, T): K copies of each prompt, one column more per step
     beam_scores = torch.full((batch, num_beams), dead, device=ids.device)
@@ -134,11 +133,11 @@ def beam_search(stepper, ids, mask, max_new_tokens, num_beams, eos_token_id=None
         generated = length + 1 - prompt_len
         log_probs = penalties(F.log_softmax(scores, dim=-1), sequences)  # (B*K, V)
         cand_scores, cand_tokens, cand_beams = step(log_probs, beam_scores, num_beams, 2 * num_beams)  # (B, C)
-        ranking = (cand_scores / generated ** length_penalty).tolist()  # a finished candidate's score
-        rows, tokens, next_scores, went_on, joined = [], [], [], [], []
+        ranking = (cand_scores / generated ** length_penalty).tolist()  # the score a candidate finishes with
+        next_beams, went_on, joined = [], [], []  # (score, token, parent row) of the B*K next beams
         for b in range(batch):
-            running, ended = [], []
-            candidates = zip(cand_scores[b].tolist(), cand_tokens[b].tolist(), cand_beams[b].tolist())
+            candidates = list(zip(cand_scores[b].tolist(), cand_tokens[b].tolist(), cand_beams[b].tolist()))
+            running, ended = [], []  # indices into candidates, best first
             for rank, (score, token, beam) in enumerate(candidates):
                 if score == dead:  # a dead row's continuation, or a token a processor removed
                     continue
@@ -147,20 +146,20 @@ def beam_search(stepper, ids, mask, max_new_tokens, num_beams, eos_token_id=None
                         ended.append(rank)
                 elif len(running) < num_beams:
                     running.append(rank)
-            new = [Hypothesis(ranking[b][r], torch.cat([sequences[b * num_beams + int(cand_beams[b, r])],
-                                                        cand_tokens[b, r:r + 1]])) for r in ended]
-            finished[b] = sorted(finished[b] + new, key=lambda h: h.score, reverse=True)[:num_beams]
-            for j in range(num_beams):  # the next beams; too few candidates went on: dead rows fill the gap
-                rank = running[j] if j < len(running) else None
-                rows.append(b * num_beams + (0 if rank is None else int(cand_beams[b, rank])))
-                tokens.append(pad_token_id if rank is None else int(cand_tokens[b, rank]))
-                next_scores.append(dead if rank is None else float(cand_scores[b, rank]))
+            for rank in ended:  # a finished hypothesis: its parent beam's tokens, then the token that ended it
+                _, token, beam = candidates[rank]
+                finished[b].append(Hypothesis(ranking[b][rank], sequences[b * num_beams + beam].tolist() + [token]))
+            finished[b] = sorted(finished[b], key=lambda h: h.score, reverse=True)[:num_beams]
+            # The next beams; if fewer than K candidates went on, dead rows (score -inf) fill the gap.
+            going_on = [candidates[rank] for rank in running] + [(dead, pad_token_id, 0)] * (num_beams - len(running))
+            next_beams += [(score, token, b * num_beams + beam) for score, token, beam in going_on]
             went_on.append(running)
             joined.append(ended)
         if trace is not None:
             trace(BeamSearchStep(generated, beam_scores, log_probs, cand_scores, cand_tokens, cand_beams,
                                  went_on, joined))
 
+        next_scores, tokens, rows = zip(*next_beams)
         beam_scores = torch.tensor(next_scores, device=ids.device)  # (B*K,)
         # Could the best running beam still beat the worst finished hypothesis? (HF's early-stop heuristic)
         best_length = max_new_tokens if early_stopping == "never" and length_penalty > 0 else generated
@@ -171,16 +170,16 @@ def beam_search(stepper, ids, mask, max_new_tokens, num_beams, eos_token_id=None
             open_prompts[b] &= best_possible[b] > worst and not (full and early_stopping is True)
         if not any(open_prompts) or length + 1 == max_length:
             break
-        rows = torch.tensor(rows, device=ids.device)
-        tokens = torch.tensor(tokens, device=ids.device)
+        rows, tokens = torch.tensor(rows, device=ids.device), torch.tensor(tokens, device=ids.device)  # (B*K,)
         stepper.reorder(rows)  # each new beam continues its parent's state (key/value cache, ...)
         sequences = torch.cat([sequences[rows], tokens[:, None]], dim=1)
         scores = stepper.step(tokens)
 
-    returned = []
-    for b in range(batch):  # (a prompt with too few finished hypotheses, only possible with dead beams: its prompt)
-        returned += (finished[b] + [Hypothesis(dead, ids[b])] * num_return_sequences)[:num_return_sequences]
-    out = ids.new_full((len(returned), max(len(h.tokens) for h in returned)), fill)
-    for row, hypothesis in zip(out, returned):
-        row[:len(hypothesis.tokens)] = hypothesis.tokens
-    return out
+    # The best num_return_sequences of each prompt (too few only with dead beams: then the prompt itself),
+    # padded after their end with HF's filler: the pad id, EOS if the pad id is 0, -1 without EOS.
+    returned = [hypothesis.tokens for b in range(batch)
+                for hypothesis in (finished[b] + [Hypothesis(dead, ids[b].tolist())] * num_return_sequences)
+                [:num_return_sequences]]
+    fill = -1 if eos_token_id is None else (pad_token_id or eos_token_id)
+    longest = max(map(len, returned))
+    return torch.tensor([tokens + [fill] * (longest - len(tokens)) for tokens in returned], device=ids.device)
