@@ -55,3 +55,14 @@ def test_rnn_stepper_reads_a_longer_decoder_prompt_one_token_at_a_time():
         expected = model(source, prompt)[:, -1]
     torch.testing.assert_close(scores, expected)
     assert stepper.attention is None  # the bottleneck model has no attention to record
+
+
+def test_decoding_imports_no_model():
+    """generate tells the models apart by what they can do, so decoding sits above models and seq2seq."""
+    import pathlib
+
+    import course_lib.decoding
+
+    for path in pathlib.Path(course_lib.decoding.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        assert "from ..models" not in text and "from ..seq2seq" not in text, path.name
