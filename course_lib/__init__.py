@@ -35,7 +35,6 @@ from .seq2seq import (
     AdditiveAttention, RNNSeq2Seq, Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
     TransformerEncoderLayer, sequence_loss, train_seq2seq,
 )
-from .seq2seq.training import greedy_decode_rnn, greedy_decode_transformer
 
 __version__ = "0.1.0"
 
@@ -47,6 +46,6 @@ __all__ = [
     "get_device", "describe_device", "fast_mode",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "Transformer",
     "AdditiveAttention", "RNNSeq2Seq",
-    "train_seq2seq", "sequence_loss", "greedy_decode_transformer", "greedy_decode_rnn",
+    "train_seq2seq", "sequence_loss",
     "GPT", "GPTConfig", "load_shakespeare_gpt", "generate", "REPOSITORY",
 ]

@@ -5,7 +5,9 @@
 
 The reverser: a 2-layer, 2-head encoder (d=32) learns to reverse random strings of letters and
 digits (lengths 1 to 12). Fixed seed, one CPU thread, about 20 s. The weights are stored in
-float16 to keep the committed file small (it is loaded back as float32).
+float16 to keep the committed file small (it is loaded back as float32), under the parameter names of
+:class:`course_lib.models.reverser.Reverser`, whose layers are the library's
+``TransformerEncoderLayer`` (``layers.i.self_attn``, ``norm1``, ``norm2``, ``ffn.linear1``, ``ffn.linear2``).
 """
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def main() -> None:
 
     if not args.dry_run:
         REVERSER_CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
-        state = {name: t.half() for name, t in model.state_dict().items()}
+        state = {name: t.half() for name, t in model.state_dict().items()}  # load_reverser's layout
         torch.save({"config": model.config, "characters": REVERSER_ALPHABET, "state_dict": state},
                    REVERSER_CHECKPOINT)
         print(f"wrote {REVERSER_CHECKPOINT} ({REVERSER_CHECKPOINT.stat().st_size / 1024:.0f} KiB)")

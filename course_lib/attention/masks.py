@@ -8,8 +8,8 @@ convention: True there means *blocked*. Mixing the two up is the classic "invert
 An **additive mask** is a float tensor added to the scores before the softmax: ``0`` keeps a
 position, ``-inf`` removes it. :func:`to_additive` converts one form into the other.
 
-Covered: causal (look-ahead) masks and padding masks. Not covered: sliding-window or
-block-sparse masks (see the Reformer unit).
+Covered: causal (look-ahead) masks, padding masks, and the position ids of left-padded rows
+(:func:`positions_from_mask`). Not covered: sliding-window or block-sparse masks (see the Reformer unit).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["causal_mask", "padding_mask", "to_additive"]
+__all__ = ["causal_mask", "padding_mask", "positions_from_mask", "to_additive"]
 
 
 def causal_mask(size: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -69,3 +69,17 @@ def to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
         raise TypeError(f"to_additive expects a boolean mask, got dtype {mask.dtype}")
     zeros = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     return zeros.masked_fill(~mask, float("-inf"))
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids ``(B, T)`` that count real tokens only; padding gets 0 (HF ``generate``'s rule).
+
+    With left padding (``attention_mask`` 0 before each row's first real token) a row's first real
+    token gets position 0, so a padded prompt is read exactly as the same prompt alone.
+
+    >>> positions_from_mask(torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]))
+    tensor([[0, 0, 1, 2],
+            [0, 1, 2, 3]])
+    """
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.masked_fill(attention_mask == 0, 0)

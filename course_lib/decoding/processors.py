@@ -4,19 +4,20 @@ Each takes scores ``(N, V)`` (one row per sequence being decoded) and returns ne
 same shape; a removed token gets ``-inf``, so the softmax gives it probability 0 and the
 remaining probabilities are renormalised automatically. :mod:`course_lib.decoding` applies them
 in HF ``generate``'s order: :func:`repetition_penalty`, :func:`no_repeat_ngram_mask`, then, when
-sampling, :func:`temperature`, :func:`top_k_filter`, :func:`top_p_filter`.
+sampling, :func:`sampling_logits`: :func:`temperature`, :func:`top_k_filter`, :func:`top_p_filter`
+(the one place that order is written down).
 
 Each gives the same result as the matching HF class (``RepetitionPenaltyLogitsProcessor``,
 ``NoRepeatNGramLogitsProcessor``, ``TemperatureLogitsWarper``, ``TopKLogitsWarper``,
-``TopPLogitsWarper``); ``tests/test_decoding.py`` checks it on random scores. Not covered:
+``TopPLogitsWarper``); ``tests/decoding/test_search.py`` checks it on random scores. Not covered:
 min-p, typical, epsilon/eta sampling, sequence bias, bad-words lists, watermarking.
 """
 from __future__ import annotations
 
 import torch
 
-__all__ = ["temperature", "top_k_filter", "top_p_filter", "repetition_penalty", "no_repeat_ngram_mask",
-           "validate_sampling_args"]
+__all__ = ["temperature", "top_k_filter", "top_p_filter", "sampling_logits", "repetition_penalty",
+           "no_repeat_ngram_mask", "validate_sampling_args"]
 
 
 def validate_sampling_args(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> None:
@@ -70,6 +71,27 @@ def top_p_filter(scores: torch.Tensor, p: float, filter_value: float = float("-i
     drop_sorted[..., -min_tokens_to_keep:] = False  # the most likely token(s) always survive
     drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
     return scores.masked_fill(drop, filter_value)
+
+
+def sampling_logits(scores: torch.Tensor, temperature_value: float = 1.0, top_k: int | None = None,
+                    top_p: float | None = None) -> torch.Tensor:
+    """The scores sampling draws from: :func:`temperature`, then :func:`top_k_filter`, then :func:`top_p_filter`.
+
+    HF ``generate``'s order (its warpers run in this order too). The order matters: top-p measures its
+    mass *after* the temperature and *after* top-k has cut the tail. ``top_k=None`` and ``top_p=None``
+    (or 1.0) switch a filter off; the softmax of the result is the distribution to sample.
+
+    >>> sampling_logits(torch.log(torch.tensor([[0.5, 0.3, 0.2]])), top_k=2).softmax(-1)
+    tensor([[0.6250, 0.3750, 0.0000]])
+    """
+    validate_sampling_args(temperature_value, top_k, top_p)
+    if temperature_value != 1.0:
+        scores = temperature(scores, temperature_value)
+    if top_k is not None:
+        scores = top_k_filter(scores, top_k)
+    if top_p is not None and top_p < 1.0:
+        scores = top_p_filter(scores, top_p)
+    return scores
 
 
 def repetition_penalty(scores: torch.Tensor, previous_ids: torch.Tensor, penalty: float,

@@ -3,14 +3,16 @@ and the tree a beam search explores.
 
 * :func:`filtered_distribution` takes one row of next-token scores and the three sampling settings, and
   returns the distribution before filtering (after temperature), which tokens survive top-k and top-p,
-  and the renormalised distribution that is actually sampled. It calls the library's own processors
-  (:mod:`course_lib.decoding.processors`), in ``generate``'s order: temperature, top-k, top-p.
+  and the renormalised distribution that is actually sampled. It calls
+  :func:`~course_lib.decoding.processors.sampling_logits`, the very function :func:`~course_lib.decoding.sample`
+  calls: temperature, top-k, top-p, in ``generate``'s order.
 * :func:`sampling_explorer` is the widget: sliders for the three settings and a seed; it redraws the
   most likely tokens (kept ones coloured, cut ones grey) and samples a continuation with
   :func:`~course_lib.decoding.generate` under the same settings.
-* :func:`beam_tree` records every candidate a small beam search scores, step by step, and which ones
-  survive; :func:`plot_beam_tree` draws it. Without an end-of-text token this search is exactly
-  ``generate(num_beams=k)``'s (``tests/test_decoding_widgets.py`` checks that the best leaf is the
+* :func:`beam_tree` runs the library's readable :func:`~course_lib.decoding.search.beam_search` and
+  keeps, from its ``trace``, the candidates each step scored and which ones survived; it has no loop of
+  its own. :func:`plot_beam_tree` draws it. Without an end-of-text token the search is
+  ``generate(num_beams=k)``'s (``tests/decoding/test_widgets.py`` checks that the best leaf is the
   sequence ``generate`` returns).
 
 As in :mod:`course_lib.attention.widgets`, the explorer's figure is a plain image output, so a notebook executed
@@ -25,13 +27,10 @@ import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure
 
-from .search import generate
-from .processors import (
-    validate_sampling_args,
-    temperature,
-    top_k_filter,
-    top_p_filter,
-)
+from .generation import generate
+from .search import BeamSearchStep, beam_search
+from .steppers import CausalLMStepper
+from .processors import sampling_logits
 from ..viz import Explorer
 
 __all__ = [
@@ -69,13 +68,8 @@ def filtered_distribution(scores: torch.Tensor, temperature_value: float = 1.0, 
     scores = torch.as_tensor(scores, dtype=torch.float32)
     if scores.ndim != 1 or scores.numel() == 0:
         raise ValueError(f"scores must be one row of next-token scores, shape (V,), got {tuple(scores.shape)}")
-    validate_sampling_args(temperature_value, top_k, top_p)
-    tempered = temperature(scores[None, :], temperature_value)  # (1, V)
-    filtered = tempered
-    if top_k is not None:
-        filtered = top_k_filter(filtered, top_k)
-    if top_p is not None and top_p < 1.0:
-        filtered = top_p_filter(filtered, top_p)
+    tempered = sampling_logits(scores[None, :], temperature_value)  # (1, V), no filter yet
+    filtered = sampling_logits(scores[None, :], temperature_value, top_k, top_p)  # (1, V), what sample() draws from
     kept = torch.isfinite(filtered[0])
     return FilteredDistribution(tempered[0].softmax(-1), kept, filtered[0].softmax(-1))
 
@@ -145,9 +139,11 @@ def beam_tree(model, input_ids: torch.Tensor, num_beams: int, steps: int, candid
               ) -> list[BeamNode]:
     """Run ``steps`` steps of beam search on one prompt ``(1, T)`` and record the candidates it weighs.
 
-    At each step every beam proposes its ``candidates_per_beam`` best next tokens (only these are drawn),
-    and the ``num_beams`` best sequences over *all* continuations survive. No end-of-text token, no
-    penalties: the best surviving leaf is what ``generate(num_beams=num_beams)`` returns.
+    The search is :func:`~course_lib.decoding.search.beam_search` (no end-of-text token, no penalties), on a
+    decoder-only model with the course's cache protocol (our GPT). From each step's trace the tree keeps
+    every beam's ``candidates_per_beam`` best next tokens (only these are drawn; the search weighs all of
+    them) and the candidates that survive: the next beams, and at the last step the finished sequences,
+    the best of which ``generate(num_beams=num_beams)`` returns.
     """
     if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.shape[0] != 1 \
             or input_ids.shape[1] == 0:
@@ -155,25 +151,32 @@ def beam_tree(model, input_ids: torch.Tensor, num_beams: int, steps: int, candid
     if num_beams < 1 or steps < 1 or candidates_per_beam < 1:
         raise ValueError("num_beams, steps and candidates_per_beam must be >= 1")
     nodes: list[BeamNode] = []
-    beams = [(input_ids[0].tolist(), 0.0, None)]  # (ids, total log-prob, node index)
+    node_of_beam: list[int | None] = [None] * num_beams  # each beam's node; None: the prompt itself
+
+    def add_step(step: BeamSearchStep) -> None:
+        totals = step.log_probs + step.beam_scores[:, None]  # (K, V): every continuation's score
+        survivors = {(int(step.beams[0, rank]), int(step.tokens[0, rank])): rank  # (beam, token) -> candidate
+                     for rank in step.running[0] + step.finished[0]}
+        shown = set(survivors)
+        for beam in range(num_beams):
+            if step.beam_scores[beam] > float("-inf"):  # (before the first step only beam 0 is a sequence)
+                best = torch.topk(totals[beam], min(candidates_per_beam, totals.shape[1])).indices
+                shown |= {(beam, int(token)) for token in best}
+        next_node = list(node_of_beam)
+        for beam, token in sorted(shown, key=lambda candidate: -float(totals[candidate])):
+            rank = survivors.get((beam, token))
+            if rank in step.running[0]:
+                next_node[step.running[0].index(rank)] = len(nodes)  # this candidate is that beam now
+            nodes.append(BeamNode(step.length, token, node_of_beam[beam], float(totals[beam, token]), rank is not None))
+        node_of_beam[:] = next_node
+
+    was_training = model.training
     model.eval()
-    with torch.no_grad():
-        for step in range(1, steps + 1):
-            batch = torch.tensor([ids for ids, _, _ in beams])  # (K, T + step - 1)
-            log_probs = model(batch).logits[:, -1].log_softmax(-1)  # (K, V)
-            totals = log_probs + torch.tensor([score for _, score, _ in beams])[:, None]  # (K, V)
-            best = torch.topk(totals.flatten(), num_beams).indices.tolist()  # survivors over all beams
-            vocab = totals.shape[1]
-            shown = {(b, int(t)) for b in range(len(beams))
-                     for t in torch.topk(totals[b], min(candidates_per_beam, vocab)).indices}
-            shown |= {(i // vocab, i % vocab) for i in best}
-            index_of = {}
-            for beam, token in sorted(shown, key=lambda bt: -float(totals[bt])):
-                index_of[beam, token] = len(nodes)
-                nodes.append(BeamNode(step, token, beams[beam][2], float(totals[beam, token]),
-                                      beam * vocab + token in best))
-            beams = [(beams[i // vocab][0] + [i % vocab], float(totals.flatten()[i]), index_of[i // vocab, i % vocab])
-                     for i in best]
+    try:
+        with torch.inference_mode():
+            beam_search(CausalLMStepper(model), input_ids, torch.ones_like(input_ids), steps, num_beams, trace=add_step)
+    finally:
+        model.train(was_training)
     return nodes
 
 

@@ -32,7 +32,8 @@ from collections.abc import Callable
 import torch
 
 from ..decoding.processors import top_k_filter, top_p_filter
-from ..models.gpt import load_shakespeare_gpt, reorder_cache
+from ..models.gpt import load_shakespeare_gpt
+from ..models.kv_cache import reorder_cache
 from .rubric import Criterion, Rubric
 from .toolkit import CheckFailed, Trial, call_student, expect_close, expect_tensor, fail, is_close, trials
 
@@ -435,7 +436,7 @@ def run_beam_search(step: Callable, model, prompt: torch.Tensor, num_beams: int,
         cache = reorder_cache(cache, torch.zeros(num_beams, dtype=torch.long, device=device))
         log_probs = torch.log_softmax(logits[:, -1].float(), dim=-1).repeat(num_beams, 1)  # (K, V)
         for index in range(max_new_tokens):
-            scores, tokens = _step_scores(step, (log_probs, beam_scores, cache, num_beams), context)
+            scores, tokens = _step_scores(step, (log_probs, beam_scores, tuple(map(tuple, cache)), num_beams), context)
             tokens = tokens.to(device)
             candidates = beam_scores[:, None] + log_probs[:, tokens]  # (K old, K new)
             parents = (candidates - scores[None, :]).abs().argmin(0)

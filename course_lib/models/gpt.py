@@ -12,20 +12,22 @@ parameter names follow HF's ``GPT2LMHeadModel`` (``wte``, ``wpe``, ``h.0.attn.c_
 ``(in, out)`` while ``nn.Linear`` stores ``(out, in)``: every such matrix is transposed on the way in.
 
 **Key/value cache.** Generating token ``t+1`` needs the keys and values of tokens ``0..t`` in
-every layer; they do not change once computed, so ``forward(..., use_cache=True)`` returns them,
-one ``(k, v)`` pair per layer, each ``(B, H, T_seen, D/H)``, and the next call passes them back
-as ``past_key_values`` with only the new token(s). Beam search reorders them with :func:`reorder_cache`.
-Beam search passes layers of :mod:`course_lib.models.kv_cache` instead: buffers reserved up front, which
-grow by the new token and take the surviving beams' rows in one copy per step.
+every layer; they do not change once computed, so ``forward(..., use_cache=True)`` returns them in a
+:class:`~course_lib.models.kv_cache.KVCache` (per layer ``(B, H, T_seen, D/H)``), and the next call
+passes it back as ``past_key_values`` with only the new token(s). The model calls nothing but the
+cache protocol (``length``, and each layer's ``append``), so the plain cache and the buffers beam
+search uses (:mod:`course_lib.models.kv_cache`) go through the same lines.
 
 **Batches of different prompt lengths** are padded on the *left*, so every row's last token is
 its newest one. ``attention_mask`` ``(B, T_past + T)`` is 1 at real tokens and 0 at padding;
 padding keys are never attended to, and positions count real tokens only
-(:func:`positions_from_mask`: ``[0, 0, 1, 2]`` for ``[pad, a, b, c]``), exactly as HF's
+(:func:`~course_lib.attention.masks.positions_from_mask`: ``[0, 0, 1, 2]`` for ``[pad, a, b, c]``), as HF's
 ``generate`` does, so a padded row gets the same logits as the same prompt alone.
 
-Not covered: dropout schedules, weight decay groups and training (``scripts/train_gpt.py``),
-flash/rotary/grouped-query attention, cross-attention, ``scale_attn_by_inverse_layer_idx``.
+Attention weights: :func:`course_lib.attention.recorder.record_attention` switches each layer's
+attention to the readable path and collects its weights. Not covered: dropout schedules, weight decay
+groups and training (``scripts/train_gpt.py``), flash/rotary/grouped-query attention, cross-attention,
+``scale_attn_by_inverse_layer_idx``.
 """
 from __future__ import annotations
 
@@ -37,17 +39,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention.scaled_dot_product import scaled_dot_product_attention
-from .kv_cache import LayerKVBuffer
+from ..attention.masks import positions_from_mask
 from ..attention.multi_head import merge_heads, split_heads
+from ..attention.scaled_dot_product import scaled_dot_product_attention
 from ..runtime import CHECKPOINT_DIR
+from .kv_cache import KVCache
 
-__all__ = ["GPTConfig", "GPT", "CausalLMOutput", "positions_from_mask", "reorder_cache", "load_shakespeare_gpt",
-           "SHAKESPEARE_CHECKPOINT"]
+__all__ = ["GPTConfig", "GPT", "CausalLMOutput", "load_shakespeare_gpt", "SHAKESPEARE_CHECKPOINT"]
 
 SHAKESPEARE_CHECKPOINT = CHECKPOINT_DIR / "gpt_shakespeare.pt"  # scripts/train_gpt.py
-
-KVCache = tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer (k, v), each (B, H, T_seen, D/H)
 
 
 @dataclass
@@ -69,34 +69,7 @@ class GPTConfig:
 
 class CausalLMOutput(NamedTuple):
     logits: torch.Tensor  # (B, T, V)
-    past_key_values: KVCache | None
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that count real tokens only; padding gets 0 (HF ``generate``'s rule).
-
-    >>> positions_from_mask(torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]))
-    tensor([[0, 0, 1, 2],
-            [0, 1, 2, 3]])
-    """
-    positions = attention_mask.long().cumsum(-1) - 1
-    return positions.masked_fill(attention_mask == 0, 0)
-
-
-def cached_length(past_key_values: KVCache | None) -> int:
-    """How many tokens a cache holds (0 for none)."""
-    if past_key_values is None:
-        return 0
-    first = past_key_values[0]
-    return first.length if isinstance(first, LayerKVBuffer) else first[0].shape[2]
-
-
-def reorder_cache(past_key_values: KVCache, rows: torch.Tensor) -> KVCache:
-    """Keep batch rows ``rows`` (with repeats) of every cached key and value: beam search calls
-    this after choosing which beams survive, so each beam continues with its own history.
-    Preallocated layers (:class:`~course_lib.models.kv_cache.LayerKVBuffer`) are reordered in place."""
-    return tuple(layer.reorder(rows) if isinstance(layer, LayerKVBuffer) else
-                 (layer[0].index_select(0, rows), layer[1].index_select(0, rows)) for layer in past_key_values)
+    past_key_values: KVCache | None  # one layer cache per block
 
 
 class CausalSelfAttention(nn.Module):
@@ -107,20 +80,18 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.dim, config.dim)
         self.dropout = config.dropout
 
-    def forward(self, x, allowed, past=None, need_weights=False):
+    def forward(self, x, allowed, cache, need_weights=False):
+        """``x (B, T, D)`` → ``(output (B, T, D), weights (B, H, T, T_total) or None)``; ``cache`` is this
+        layer's key/value cache, which grows by the ``T`` new keys and values."""
         q, k, v = self.c_attn(x).split(x.shape[-1], dim=-1)  # 3 × (B, T, D)
         q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))  # (B, H, T, D/H)
-        if isinstance(past, LayerKVBuffer):  # room reserved up front: written in place, no copy
-            k, v = past.append(k, v)  # (B, H, T_past + T, D/H) views
-        elif past is not None:  # prepend what earlier calls computed
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, T_past + T, D/H)
+        k, v = cache.append(k, v)  # (B, H, T_past + T, D/H): every key so far
         dropout_p = self.dropout if self.training else 0.0
-        if need_weights:  # the readable path, for plots
+        if need_weights:  # the readable path, for plots (record_attention asks for it)
             heads, weights = scaled_dot_product_attention(q, k, v, allowed, dropout_p=dropout_p)
         else:  # torch's kernel directly: GPT.forward built the mask, so fused_attention's checks are redundant
             heads, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p), None
-        out = F.dropout(self.c_proj(merge_heads(heads)), self.dropout, self.training)  # (B, T, D)
-        return out, (past if isinstance(past, LayerKVBuffer) else (k, v)), weights
+        return F.dropout(self.c_proj(merge_heads(heads)), self.dropout, self.training), weights  # (B, T, D)
 
 
 class MLP(nn.Module):
@@ -143,10 +114,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, allowed, past=None, need_weights=False):
-        attended, present, weights = self.attn(self.ln_1(x), allowed, past, need_weights)
+    def forward(self, x, allowed, cache):
+        attended, _ = self.attn(self.ln_1(x), allowed, cache)
         x = x + attended  # pre-norm: the residual stream itself is never normalised
-        return x + self.mlp(self.ln_2(x)), present, weights
+        return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
@@ -154,7 +125,9 @@ class GPT(nn.Module):
 
     ``forward(input_ids (B, T), attention_mask=None, position_ids=None, past_key_values=None,
     use_cache=False)`` returns ``CausalLMOutput(logits (B, T, V), past_key_values)``. Logit ``t``
-    predicts token ``t + 1``. ``attention_mask`` covers cached and new tokens ``(B, T_past + T)``.
+    predicts token ``t + 1``. ``attention_mask`` covers cached and new tokens ``(B, T_past + T)``;
+    ``past_key_values`` is a :class:`~course_lib.models.kv_cache.KVCache` (or a tuple of ``(k, v)`` per
+    layer), which the call extends in place and returns when ``use_cache=True``.
     """
 
     def __init__(self, config: GPTConfig | None = None, **kwargs):
@@ -178,11 +151,11 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
-                use_cache=False, need_weights=False):
-        self._validate_inputs(input_ids, attention_mask, past_key_values)
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
+        cache = KVCache.wrap(past_key_values, len(self.h))  # None: an empty cache, filled by this call
+        self._validate_inputs(input_ids, attention_mask, cache)
         batch, new = input_ids.shape
-        past_len = cached_length(past_key_values)
+        past_len = cache.length
         total = past_len + new
         if attention_mask is None:
             attention_mask = torch.ones(batch, total, dtype=torch.long, device=input_ids.device)
@@ -194,16 +167,10 @@ class GPT(nn.Module):
         allowed = self._allowed_keys(attention_mask, past_len, new)
 
         x = F.dropout(self.wte(input_ids) + self.wpe(position_ids), self.config.dropout, self.training)  # (B, T, D)
-        presents, attention = [], []
-        for i, block in enumerate(self.h):
-            past = None if past_key_values is None else past_key_values[i]
-            x, present, weights = block(x, allowed, past, need_weights)
-            presents.append(present)
-            attention.append(weights)
+        for block, layer_cache in zip(self.h, cache):
+            x = block(x, allowed, layer_cache)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
-        if need_weights:
-            self.last_attention = attention  # one (B, H, T, T_total) per layer, for plots
-        return CausalLMOutput(logits, tuple(presents) if use_cache else None)
+        return CausalLMOutput(logits, cache if use_cache else None)
 
     @staticmethod
     def _allowed_keys(attention_mask, past_len, new):
@@ -218,7 +185,7 @@ class GPT(nn.Module):
         allowed = causal & attention_mask.bool()[:, None, None, :]  # (B, 1, T, T_total)
         return allowed | (key_at[None, :] == query_at[:, None])
 
-    def _validate_inputs(self, input_ids, attention_mask, past_key_values):
+    def _validate_inputs(self, input_ids, attention_mask, cache):
         if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.dtype != torch.long:
             got = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
             raise ValueError(f"input_ids must be a (batch, seq_len) tensor of int64 token ids, got {got}")
@@ -228,11 +195,10 @@ class GPT(nn.Module):
         if lowest < 0 or highest >= self.config.vocab_size:
             raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got "
                              f"{int(input_ids.min())}..{int(input_ids.max())}")
-        if past_key_values is not None and len(past_key_values) != len(self.h):
-            raise ValueError(f"past_key_values has {len(past_key_values)} layers, the model {len(self.h)}")
+        if len(cache) != len(self.h):
+            raise ValueError(f"past_key_values has {len(cache)} layers, the model {len(self.h)}")
         if attention_mask is not None:
-            past_len = cached_length(past_key_values)
-            expected = (input_ids.shape[0], past_len + input_ids.shape[1])
+            expected = (input_ids.shape[0], cache.length + input_ids.shape[1])
             if tuple(attention_mask.shape) != expected:
                 raise ValueError(f"attention_mask must cover past and new tokens, shape {expected}, "
                                  f"got {tuple(attention_mask.shape)}")

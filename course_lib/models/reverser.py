@@ -3,33 +3,36 @@
 The chapters need a model small enough to read and trained enough that its attention means
 something. The reverser maps ``"hello42"`` to ``"24olleh"``: output position ``i`` must copy
 input position ``T-1-i``, so one head learns an anti-diagonal attention pattern, the clearest
-picture of "attention moves information between positions" there is.
+picture of "attention moves information between positions" there is. It is built from the
+library's own parts: embeddings, sinusoidal positions, two of :mod:`course_lib.seq2seq.layers`'
+pre-norm :class:`~course_lib.seq2seq.layers.TransformerEncoderLayer` (ReLU, no dropout), a final layer
+norm and a linear head.
 
 * :func:`load_reverser` loads the committed checkpoint (``checkpoints/reverser.pt``, written by
   ``scripts/train_toy_models.py``) and returns ``(model, vocab)`` on the CPU in eval mode.
-* :func:`record_attention` is a context manager that hooks every :class:`MultiHeadAttention`
-  in a model and collects their weights, no global flags; :func:`attention_maps` uses it to
-  return bertviz's data contract: one ``(1, heads, T, T)`` tensor per layer.
+* :func:`attention_maps` records the attention of one string with
+  :func:`course_lib.attention.recorder.record_attention` and returns bertviz's data contract: one
+  ``(1, heads, T, T)`` tensor per layer.
 
 Not covered: decoders, cross-attention, training at scale (see the training unit).
 """
 from __future__ import annotations
 
-import contextlib
 import pathlib
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from ..attention.multi_head import MultiHeadAttention
 from ..attention.positional import SinusoidalPositionalEncoding
+from ..attention.recorder import record_attention
 from ..runtime import CHECKPOINT_DIR
+from ..seq2seq.layers import TransformerEncoderLayer
 
 __all__ = [
-    "CharVocab", "EncoderLayer", "Reverser", "REVERSER_CHECKPOINT",
-    "load_reverser", "record_attention", "attention_maps",
+    "CharVocab", "Reverser", "REVERSER_CHECKPOINT",
+    "load_reverser", "attention_maps",
 ]
 
 REVERSER_CHECKPOINT = CHECKPOINT_DIR / "reverser.pt"
@@ -72,23 +75,6 @@ class CharVocab:
         return "".join(self.itos[i] for i in ids if i != self.pad_id)
 
 
-class EncoderLayer(nn.Module):
-    """Pre-norm encoder layer: ``x + attn(norm(x))``, then ``x + ffn(norm(x))``."""
-
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int):
-        super().__init__()
-        self.attention_norm = nn.LayerNorm(dim)
-        self.attention = MultiHeadAttention(dim, num_heads)
-        self.ffn_norm = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, dim))
-
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # need_weights=False takes the fused kernel; record_attention switches it back on.
-        attended, _ = self.attention(self.attention_norm(x), key_padding_mask=key_padding_mask, need_weights=False)
-        x = x + attended  # (B, T, D)
-        return x + self.ffn(self.ffn_norm(x))
-
-
 class Reverser(nn.Module):
     """Encoder-only Transformer that predicts, at position ``i``, the token at ``T-1-i``."""
 
@@ -100,7 +86,9 @@ class Reverser(nn.Module):
         self.vocab: CharVocab | None = None  # attached by load_reverser, used by reverse()
         self.embedding = nn.Embedding(vocab_size, dim)
         self.positions = SinusoidalPositionalEncoding(dim, max_len=max_len)
-        self.layers = nn.ModuleList(EncoderLayer(dim, num_heads, ffn_dim) for _ in range(num_layers))
+        # The library's encoder layer, pre-norm (x + attn(norm(x)), then x + ffn(norm(x))), no dropout.
+        self.layers = nn.ModuleList(TransformerEncoderLayer(dim, num_heads, ffn_dim, dropout=0.0, activation="relu",
+                                                            norm_first=True) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size)
 
@@ -113,7 +101,7 @@ class Reverser(nn.Module):
             raise ValueError(f"sequence length {ids.shape[1]} is longer than the {max_len} the model was trained on")
         x = self.positions(self.embedding(ids))  # (B, T, D)
         for layer in self.layers:
-            x = layer(x, key_padding_mask)
+            x = layer(x, key_padding_mask=key_padding_mask)
         return self.head(self.final_norm(x))  # (B, T, V)
 
     @torch.no_grad()
@@ -140,36 +128,6 @@ def load_reverser(path: str | pathlib.Path | None = None) -> tuple[Reverser, Cha
     return model.eval(), vocab
 
 
-@contextlib.contextmanager
-def record_attention(model: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Collect the weights ``(B, H, T_q, T_k)`` of every :class:`MultiHeadAttention` call inside the block.
-
-    The list fills in call order (layer order for an encoder). The hooks ask each module for its
-    weights (``need_weights=True``) and are removed when the block ends::
-
-        with record_attention(model) as weights:
-            model(ids)
-    """
-    modules = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
-    if not modules:
-        raise ValueError(f"{type(model).__name__} contains no MultiHeadAttention module to record")
-    recorded: list[torch.Tensor] = []
-
-    def ask_for_weights(module, args, kwargs):
-        return args, {**kwargs, "need_weights": True}
-
-    def keep_weights(module, args, output):
-        recorded.append(output[1].detach())
-
-    handles = [m.register_forward_pre_hook(ask_for_weights, with_kwargs=True) for m in modules]
-    handles += [m.register_forward_hook(keep_weights) for m in modules]
-    try:
-        yield recorded
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 @torch.no_grad()
 def attention_maps(model: Reverser, tokens: str | Sequence[str]) -> tuple[list[str], list[torch.Tensor]]:
     """Run ``model`` on ``tokens``; return ``(token_strings, attentions)`` in bertviz's format.
@@ -183,6 +141,6 @@ def attention_maps(model: Reverser, tokens: str | Sequence[str]) -> tuple[list[s
     if not token_strings:
         raise ValueError("tokens is empty: give at least one character")
     ids = model.vocab.encode(token_strings)[None].to(model.head.weight.device)  # (1, T)
-    with record_attention(model) as weights:
+    with record_attention(model) as recorded:  # one call per layer, in layer order
         model(ids)
-    return token_strings, [w.cpu() for w in weights]
+    return token_strings, [weights.cpu() for _, weights in recorded]

@@ -13,8 +13,12 @@
   at decoding step ``t``.
 * :func:`align` (Transformer or :class:`~course_lib.seq2seq.rnn.RNNSeq2Seq` with attention): one
   ``(T_tgt, S)`` matrix. For the Transformer, one layer's cross-attention averaged over its heads
-  (or one head); for the RNN, the additive attention that :func:`~course_lib.seq2seq.training.greedy_decode_rnn`
-  records at each step. Rows sum to 1.
+  (or one head); for the RNN, the additive attention that :class:`~course_lib.decoding.steppers.RNNStepper`
+  records at each decoding step. Rows sum to 1.
+
+Both decode with :func:`~course_lib.decoding.search.greedy_search` behind the model's stepper
+(:func:`~course_lib.decoding.steppers.stepper_for`), exactly as :func:`~course_lib.seq2seq.translation.translate`
+does through ``generate``.
 
 Attention is a picture of what the model *reads*, not a word aligner's answer: averaged heads of
 one layer often point at the right source word, but a head may just as well look at ``<eos>`` or
@@ -27,8 +31,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..decoding.search import greedy_search
+from ..decoding.steppers import stepper_for
 from .rnn import RNNSeq2Seq
-from .training import greedy_decode_rnn, greedy_decode_transformer
 from .transformer import Transformer, attention_maps
 from .translation import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, Tokenizers, _source_ids, _strip, load_tokenizers
 
@@ -93,12 +98,18 @@ def _greedy(model: nn.Module, sentence: str, tokenizers: Tokenizers | None, src:
     source = _source_ids(tokenizers[src], sentence)
     if len(source) > model.max_len:
         raise ValueError(f"the sentence has {len(source)} tokens; the model reads at most {model.max_len}")
-    # translate()'s default length limit for a batch of one sentence
-    limit = min(model.max_len - 1, 2 * len(source) + 10)
-    decode = greedy_decode_transformer if isinstance(model, Transformer) else greedy_decode_rnn
-    output = decode(model, torch.tensor([source]), bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, max_new_tokens=limit)
-    generated, rnn_weights = output if isinstance(output, tuple) else (output, None)  # (1, T_tgt), (1, T_tgt, S)
-    generated = generated[0].cpu()
+    limit = min(model.max_len - 1, 2 * len(source) + 10)  # translate()'s default for a batch of one sentence
+    device = next(model.parameters()).device
+    source_batch, start = torch.tensor([source], device=device), torch.full((1, 1), BOS_ID, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            stepper = stepper_for(model, source_batch, source_batch != PAD_ID)  # encodes the source
+            generated = greedy_search(stepper, start, torch.ones_like(start), limit, EOS_ID, PAD_ID)[0, 1:].cpu()
+    finally:
+        model.train(was_training)
+    rnn_weights = getattr(stepper, "attention", None)  # the RNN's (1, T_tgt, S), one row per step
     translation = tokenizers[tgt].decode(_strip(generated.tolist())).strip()
     labels = (token_labels(tokenizers[src], source), token_labels(tokenizers[tgt], generated.tolist()))
     return torch.tensor(source), generated, labels, translation, rnn_weights

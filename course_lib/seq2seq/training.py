@@ -1,4 +1,4 @@
-"""Training and greedy decoding for the sequence-to-sequence models.
+"""Training for the sequence-to-sequence models: teacher forcing, label smoothing, the training loop.
 
 A batch is a pair ``(src (B, S), tgt (B, T))`` of id tensors padded with ``pad_id``; every
 target starts with BOS and ends with EOS. **Teacher forcing**: the decoder reads the true
@@ -16,8 +16,8 @@ periodic validation, and works for :class:`~course_lib.seq2seq.transformer.Trans
 :class:`~course_lib.seq2seq.rnn.RNNSeq2Seq` alike (both take ``model(src, tgt_in,
 src_key_padding_mask, tgt_key_padding_mask)``).
 
-Greedy decoding picks the most likely token at each step until every sequence has produced EOS.
-Not covered: beam search, BLEU (see the translation chapter), mixed precision, multi-GPU.
+Not covered: decoding (greedy and beam search are :func:`course_lib.decoding.generate` with
+``source=``: :func:`course_lib.seq2seq.translation.translate`), BLEU, mixed precision, multi-GPU.
 """
 from __future__ import annotations
 
@@ -31,8 +31,7 @@ from tqdm.auto import tqdm
 
 from ..runtime import get_device
 
-__all__ = ["sequence_loss", "teacher_forcing_logits", "evaluate", "train_seq2seq",
-           "greedy_decode_transformer", "greedy_decode_rnn"]
+__all__ = ["sequence_loss", "teacher_forcing_logits", "evaluate", "train_seq2seq"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -138,54 +137,3 @@ def train_seq2seq(model: nn.Module, train_batches: Iterable[Batch], *, pad_id: i
     model.eval()
     history["seconds"] = time.perf_counter() - start
     return history
-
-
-def _start_decoding(model: nn.Module, src: torch.Tensor, max_new_tokens: int | None):
-    if src.ndim != 2 or src.shape[0] == 0:
-        raise ValueError(f"src must be a non-empty batch (batch, src_len), got {tuple(src.shape)}")
-    model.eval()
-    return src.to(next(model.parameters()).device), max_new_tokens or model.max_len - 1
-
-
-@torch.no_grad()
-def greedy_decode_transformer(model: nn.Module, src: torch.Tensor, *, bos_id: int, eos_id: int, pad_id: int,
-                              max_new_tokens: int | None = None) -> torch.Tensor:
-    """Greedy translations ``(B, L)`` of source ids ``(B, S)``: tokens after BOS, EOS included, then padding.
-
-    The decoder re-reads the whole prefix at each step (no key/value cache: simple, O(L²)).
-    """
-    src, max_new_tokens = _start_decoding(model, src, max_new_tokens)
-    src_keep = src != pad_id  # (B, S)
-    memory = model.encode(src, src_keep)  # (B, S, D)
-    ys = torch.full((src.shape[0], 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
-    finished = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
-    for _ in range(max_new_tokens):
-        logits = model.decode(ys, memory, memory_key_padding_mask=src_keep)[:, -1]  # (B, V), last position
-        next_token = logits.argmax(dim=-1).masked_fill(finished, pad_id)  # (B,)
-        ys = torch.cat([ys, next_token[:, None]], dim=1)
-        finished |= next_token == eos_id
-        if finished.all():
-            break
-    return ys[:, 1:]
-
-
-@torch.no_grad()
-def greedy_decode_rnn(model: nn.Module, src: torch.Tensor, *, bos_id: int, eos_id: int, pad_id: int,
-                      max_new_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Greedy translations ``(B, L)`` like :func:`greedy_decode_transformer`, plus the attention
-    ``(B, L, S)`` of each generated token over the source (None for the model without attention)."""
-    src, max_new_tokens = _start_decoding(model, src, max_new_tokens)
-    state = model.encode(src, src != pad_id)
-    prev = torch.full((src.shape[0],), bos_id, dtype=torch.long, device=src.device)  # (B,)
-    finished = torch.zeros_like(prev, dtype=torch.bool)
-    tokens, weights = [], []
-    for _ in range(max_new_tokens):
-        logits, state, step_weights = model.decoder.step(prev, state)  # (B, V), (B, S) or None
-        prev = logits.argmax(dim=-1).masked_fill(finished, pad_id)
-        tokens.append(prev)
-        weights.append(step_weights)
-        finished |= prev == eos_id
-        if finished.all():
-            break
-    attention = torch.stack(weights, dim=1) if model.decoder.use_attention else None  # (B, L, S)
-    return torch.stack(tokens, dim=1), attention

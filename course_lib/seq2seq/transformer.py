@@ -13,21 +13,21 @@ projection can share its weight matrix with the target embedding (``tie_embeddin
 Both stacks end with a layer norm, as ``torch.nn.Transformer``'s do for either norm placement.
 
 :meth:`Transformer.from_torch` copies a ``torch.nn.Transformer`` (which has no embeddings) into
-our encoder and decoder; :func:`record_attention` and :func:`attention_maps` collect every
-layer's self- and cross-attention in bertviz's format. Not covered: beam search and greedy
-decoding (:mod:`course_lib.seq2seq.training`), key/value caching, learned or rotary positions.
+our encoder and decoder; :func:`attention_maps` records every layer's self- and cross-attention with
+:func:`course_lib.attention.recorder.record_attention` and :func:`attention_by_kind` groups them in
+bertviz's format. Not covered: decoding (:mod:`course_lib.decoding`: ``generate`` with ``source=``),
+key/value caching, learned or rotary positions.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 from ..attention.masks import causal_mask
-from ..attention.multi_head import MultiHeadAttention
+from ..attention.recorder import RecordedAttention, record_attention
 from ..attention.positional import SinusoidalPositionalEncoding
 from .validation import validate_token_ids
 from .layers import (
@@ -38,7 +38,7 @@ from .layers import (
     _activation_name,
 )
 
-__all__ = ["Transformer", "record_attention", "attention_maps"]
+__all__ = ["Transformer", "attention_by_kind", "attention_maps"]
 
 
 class Transformer(nn.Module):
@@ -122,38 +122,26 @@ class Transformer(nn.Module):
         return ours.to(layer.linear1.weight.device)
 
 
-@contextlib.contextmanager
-def record_attention(model: Transformer) -> Iterator[dict[str, list[torch.Tensor]]]:
-    """Collect attention weights ``(B, H, T_q, T_k)`` of every layer while the block runs.
+def attention_by_kind(recorded: Iterable[RecordedAttention]) -> dict[str, list[torch.Tensor]]:
+    """The Transformer's recorded attention grouped by module name, in bertviz's contract.
 
-    Yields ``{"encoder_attention": [...], "decoder_attention": [...], "cross_attention": [...]}``,
-    one entry per layer call (the keyword names bertviz's ``model_view`` takes). Hooks switch the
-    attention modules to their readable path (``need_weights=True``) and are removed afterwards.
+    ``{"encoder_attention": [...], "decoder_attention": [...], "cross_attention": [...]}`` (the keyword
+    names bertviz's ``model_view`` takes), in call order: ``encoder.layers.i.self_attn`` is the encoder's
+    self-attention, ``decoder.layers.i.self_attn`` the decoder's, ``decoder.layers.i.cross_attn`` the cross-attention.
     """
-    recorded: dict[str, list[torch.Tensor]] = {"encoder_attention": [], "decoder_attention": [], "cross_attention": []}
-    targets: list[tuple[MultiHeadAttention, str]] = [(l.self_attn, "encoder_attention") for l in model.encoder.layers]
-    for layer in model.decoder.layers:
-        targets += [(layer.self_attn, "decoder_attention"), (layer.cross_attn, "cross_attention")]
-
-    def ask_for_weights(module, args, kwargs):
-        return args, {**kwargs, "need_weights": True}
-
-    handles = []
-    for module, kind in targets:
-        keep = lambda module, args, output, kind=kind: recorded[kind].append(output[1].detach())
-        handles += [module.register_forward_pre_hook(ask_for_weights, with_kwargs=True), module.register_forward_hook(keep)]
-    try:
-        yield recorded
-    finally:
-        for handle in handles:
-            handle.remove()
+    maps: dict[str, list[torch.Tensor]] = {"encoder_attention": [], "decoder_attention": [], "cross_attention": []}
+    for name, weights in recorded:
+        parts = name.split(".")
+        kind = "cross" if parts[-1] == "cross_attn" else "encoder" if "encoder" in parts else "decoder"
+        maps[f"{kind}_attention"].append(weights)
+    return maps
 
 
 @torch.no_grad()
 def attention_maps(model: Transformer, src: torch.Tensor, tgt: torch.Tensor) -> dict[str, list[torch.Tensor]]:
     """Attention of one sentence pair, ``src (S,)`` and ``tgt (T,)``, in bertviz's contract.
 
-    Returns the dict of :func:`record_attention` with one ``(1, H, T_q, T_k)`` CPU tensor per layer:
+    Returns the dict of :func:`attention_by_kind` with one ``(1, H, T_q, T_k)`` CPU tensor per layer:
     pass it as ``model_view(**maps, encoder_tokens=..., decoder_tokens=...)``.
     """
     if src.ndim != 1 or tgt.ndim != 1:
@@ -163,9 +151,9 @@ def attention_maps(model: Transformer, src: torch.Tensor, tgt: torch.Tensor) -> 
     model.eval()
     device = next(model.parameters()).device
     try:
-        with record_attention(model) as maps:
+        with record_attention(model) as recorded:
             model(src[None].to(device), tgt[None].to(device))
     finally:
         model.train(was_training)
-    return {kind: [w.cpu() for w in weights] for kind, weights in maps.items()}
+    return {kind: [w.cpu() for w in weights] for kind, weights in attention_by_kind(recorded).items()}
 

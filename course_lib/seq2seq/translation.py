@@ -3,7 +3,7 @@
 ::
 
     load_multi30k / multi30k_dataset  →  byte-level BPE ids  →  BucketedBatches (src, tgt)  →  train_seq2seq
-    trained model + German sentences  →  translate (greedy)   →  English text  →  bleu (sacrebleu, test2016)
+    trained model + German sentences  →  translate (generate) →  English text  →  bleu (sacrebleu, test2016)
 
 **Tokenization.** One byte-level BPE per language (:mod:`course_lib.tokenization`), trained on that
 side of the training split only, with the four special tokens ``<pad> <bos> <eos> <unk>`` in front,
@@ -18,8 +18,9 @@ pairs of equal length and the order of the batches.
 
 **BLEU** is sacrebleu's corpus BLEU (its ``13a`` tokenization, cased) against the raw references.
 Checkpoints (:func:`save_checkpoint`, :func:`load_translation_model`) store fp16 weights plus the
-model's config; ``scripts/train_translation.py`` writes them. Beam search comes from
-:mod:`course_lib.decoding` (Transformer only). Not covered: sampling,
+model's config; ``scripts/train_translation.py`` writes them. Decoding, greedy or beam search, is
+:func:`course_lib.decoding.generate` with ``source=`` for all three models (its steppers tell the
+Transformer from the RNNs). Not covered: sampling,
 joint vocabularies and shared embeddings, other language pairs' checkpoints.
 """
 from __future__ import annotations
@@ -34,11 +35,10 @@ import torch
 from torch import nn
 
 from ..data.loader import multi30k_dataset
-from ..decoding.search import generate
+from ..decoding.generation import generate
 from ..runtime import CHECKPOINT_DIR
 from .rnn import RNNSeq2Seq
 from ..tokenization import ByteLevelBPE, train_bpe
-from .training import greedy_decode_rnn, greedy_decode_transformer
 from .transformer import Transformer
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "bleu",
     "corpus_bleu",
     "encode_split",
+    "generate_translations",
     "load_tokenizers",
     "load_translation_model",
     "pad_batch",
@@ -202,16 +203,28 @@ def _strip(ids: list[int]) -> list[int]:
     return [i for i in ids if i >= len(SPECIAL_TOKENS)]
 
 
-@torch.no_grad()
+def generate_translations(model: nn.Module, src_batch: torch.Tensor, max_new_tokens: int, num_beams: int = 1,
+                          length_penalty: float = 1.0) -> torch.Tensor:
+    """Generated ids ``(B, L)`` for source ids ``(B, S)`` (padded with ``PAD_ID``): the tokens after ``<bos>``,
+    ``<eos>`` included, then padding. Greedy, or beam search with ``num_beams > 1``, by
+    :func:`course_lib.decoding.generate`, whose stepper suits the model (Transformer or RNN)."""
+    device = next(model.parameters()).device
+    src_batch = src_batch.to(device)
+    start = torch.full((len(src_batch), 1), BOS_ID, device=device)  # the decoder prompt: <bos>
+    beams = dict(num_beams=num_beams, length_penalty=length_penalty, early_stopping=True) if num_beams > 1 else {}
+    ids = generate(model, start, source=src_batch, source_mask=src_batch != PAD_ID, max_new_tokens=max_new_tokens,
+                   eos_token_id=EOS_ID, pad_token_id=PAD_ID, **beams)
+    return ids[:, 1:]
+
+
 def translate(model: nn.Module, sentences: Sequence[str], tokenizers: Tokenizers | None = None, *,
               src: str = "de", tgt: str = "en", batch_size: int = 100, max_new_tokens: int | None = None,
               num_beams: int = 1, length_penalty: float = 1.0) -> list[str]:
     """Translations of ``sentences`` (a list of strings) by a :class:`Transformer` or :class:`RNNSeq2Seq`.
 
-    Greedy by default; ``num_beams > 1`` (Transformer only) runs :func:`course_lib.decoding.generate`'s
-    beam search with ``length_penalty``. ``tokenizers`` defaults to the shipped Multi30k ones. Each
-    output is at most ``max_new_tokens`` tokens (default: twice the source length plus 10, within the
-    model's table).
+    Greedy by default; ``num_beams > 1`` runs beam search with ``length_penalty`` (both through
+    :func:`generate_translations`). ``tokenizers`` defaults to the shipped Multi30k ones. Each output is at
+    most ``max_new_tokens`` tokens (default: twice the source length plus 10, within the model's table).
     """
     if isinstance(sentences, str):
         raise TypeError("translate takes a list of sentences; wrap a single one as [sentence]")
@@ -223,23 +236,11 @@ def translate(model: nn.Module, sentences: Sequence[str], tokenizers: Tokenizers
         raise ValueError(f"a sentence is longer than the model's max_len of {model.max_len} tokens")
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
     outputs: list[str] = [""] * len(encoded)
-    if num_beams > 1 and not isinstance(model, Transformer):
-        raise ValueError("beam search here needs the Transformer (the RNN's decoder has no stepper); use num_beams=1")
-    if num_beams > 1:
-        def decode(model, src_batch, *, max_new_tokens, **_):  # (B, S) -> (B, L) generated ids, EOS then padding
-            start = torch.full((len(src_batch), 1), BOS_ID)
-            ids = generate(model, start, source=src_batch, source_mask=src_batch != PAD_ID, num_beams=num_beams,
-                           length_penalty=length_penalty, early_stopping=True, max_new_tokens=max_new_tokens,
-                           eos_token_id=EOS_ID, pad_token_id=PAD_ID)
-            return ids[:, 1:]
-    else:
-        decode = greedy_decode_transformer if isinstance(model, Transformer) else greedy_decode_rnn
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         src_batch = pad_batch([encoded[i] for i in chunk])  # (B, S)
         limit = max_new_tokens or min(model.max_len - 1, 2 * src_batch.shape[1] + 10)
-        generated = decode(model, src_batch, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, max_new_tokens=limit)
-        generated = generated[0] if isinstance(generated, tuple) else generated  # the RNN adds its attention
+        generated = generate_translations(model, src_batch, limit, num_beams, length_penalty)  # (B, L)
         for i, ids in zip(chunk, generated.tolist()):
             outputs[i] = tokenizers[tgt].decode(_strip(ids)).strip()
     return outputs

@@ -1,4 +1,8 @@
-"""Decoding pinned to HF ``generate`` (transformers 5.x): same weights, same prompts, same token ids."""
+"""Decoding pinned to HF ``generate`` (transformers 5.x): same weights, same prompts, same token ids.
+
+Beam search runs both ways: through ``generate`` (the batched fast path) and through the readable
+``beam_search`` (``beam_path`` swaps it into ``generate``); the two are also pinned to each other on
+settings drawn by hypothesis."""
 from __future__ import annotations
 
 import itertools
@@ -6,6 +10,8 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 transformers = pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
@@ -14,9 +20,13 @@ from transformers.generation.logits_process import (  # noqa: E402
     TopPLogitsWarper,
 )
 
-from course_lib.decoding import generate  # noqa: E402
+import course_lib.decoding.generation as generation  # noqa: E402
+from course_lib.decoding import (  # noqa: E402
+    CausalLMStepper, batched_beam_search, beam_search, beam_step, generate, stepper_for,
+)
+from course_lib.decoding.generation import decoding_penalties  # noqa: E402
 from course_lib.decoding.processors import (  # noqa: E402
-    no_repeat_ngram_mask, repetition_penalty, temperature, top_k_filter, top_p_filter,
+    no_repeat_ngram_mask, repetition_penalty, sampling_logits, temperature, top_k_filter, top_p_filter,
 )
 from course_lib.models.gpt import GPT  # noqa: E402
 from course_lib.seq2seq.transformer import Transformer  # noqa: E402
@@ -44,6 +54,14 @@ def prompts():
     mask = torch.ones_like(ids)
     mask[0, :3], mask[1, :1] = 0, 0
     return ids.masked_fill(mask == 0, PAD), mask
+
+
+@pytest.fixture(params=["batched", "readable"])
+def beam_path(request, monkeypatch):
+    """Which beam search ``generate`` runs: its own (batched) or the readable one, swapped in."""
+    if request.param == "readable":
+        monkeypatch.setattr(generation, "batched_beam_search", beam_search)
+    return request.param
 
 
 def hf_generate(hf, ids, mask, **kwargs):
@@ -78,7 +96,8 @@ BEAM_SETTINGS = [
 
 
 @pytest.mark.parametrize("num_beams,length_penalty,ngram,early_stopping,returned", BEAM_SETTINGS)
-def test_beam_search_equals_hf(models, prompts, num_beams, length_penalty, ngram, early_stopping, returned):
+def test_beam_search_equals_hf(models, prompts, beam_path, num_beams, length_penalty, ngram, early_stopping,
+                               returned):
     hf, ours = models
     kwargs = dict(max_new_tokens=12, num_beams=num_beams, length_penalty=length_penalty, no_repeat_ngram_size=ngram,
                   early_stopping=early_stopping, num_return_sequences=returned)
@@ -87,7 +106,7 @@ def test_beam_search_equals_hf(models, prompts, num_beams, length_penalty, ngram
     assert got.shape == expected.shape and torch.equal(got, expected)
 
 
-def test_beam_settings_reach_finished_hypotheses(models, prompts):
+def test_beam_settings_reach_finished_hypotheses(models, prompts, beam_path):
     """The settings above are only a test of the finished-beam logic if some beams end with EOS."""
     hf, ours = models
     got = ours_generate(ours, *prompts, max_new_tokens=12, num_beams=4, num_return_sequences=4)
@@ -96,10 +115,113 @@ def test_beam_settings_reach_finished_hypotheses(models, prompts):
     assert torch.equal(got, hf_generate(hf, *prompts, max_new_tokens=12, num_beams=4, num_return_sequences=4))
 
 
-def test_beam_search_with_repetition_penalty_equals_hf(models, prompts):
+def test_beam_search_with_repetition_penalty_equals_hf(models, prompts, beam_path):
     hf, ours = models
     kwargs = dict(max_new_tokens=12, num_beams=3, repetition_penalty=1.5)
     assert torch.equal(ours_generate(ours, *prompts, **kwargs), hf_generate(hf, *prompts, **kwargs))
+
+
+# --- the readable beam search and the batched one ---------------------------------------------------
+
+def test_beam_step_takes_the_best_continuations_over_all_beams_of_each_prompt():
+    log_probs = torch.log(torch.tensor([[0.5, 0.4, 0.1], [0.9, 0.05, 0.05],  # prompt 0: beams 0 and 1
+                                        [0.7, 0.2, 0.1], [0.6, 0.3, 0.1]]))  # prompt 1
+    beam_scores = torch.log(torch.tensor([0.6, 0.4, 0.5, 0.5]))
+    scores, tokens, beams = beam_step(log_probs, beam_scores, num_beams=2)
+    assert torch.allclose(scores.exp(), torch.tensor([[0.36, 0.30], [0.35, 0.30]]))
+    assert tokens.tolist() == [[0, 0], [0, 0]] and beams.tolist() == [[1, 0], [0, 1]]  # beams within the prompt
+    scores, tokens, beams = beam_step(log_probs, beam_scores, 2, num_candidates=4)  # (B, C)
+    assert scores.shape == (2, 4) and (scores[:, :-1] >= scores[:, 1:]).all()
+    assert tokens[0].tolist() == [0, 0, 1, 2] and beams[0].tolist() == [1, 0, 0, 0]
+
+
+def _both_beam_searches(model, ids, mask, new_tokens, num_beams, eos=EOS, repetition=None, ngram=0, **kwargs):
+    penalties = decoding_penalties(mask, repetition, ngram)
+    with torch.inference_mode():
+        fast = batched_beam_search(CausalLMStepper(model), ids, mask, new_tokens, num_beams, eos, PAD, penalties,
+                                   **kwargs)
+        readable = beam_search(CausalLMStepper(model), ids, mask, new_tokens, num_beams, eos, PAD, penalties,
+                               **kwargs)
+    return fast, readable
+
+
+@settings(max_examples=40, deadline=None)
+@given(num_beams=st.integers(1, 5), length_penalty=st.sampled_from([-1.0, 0.0, 0.5, 1.0, 2.0]),
+       early_stopping=st.sampled_from([True, False, "never"]), ngram=st.sampled_from([0, 2, 3]),
+       repetition=st.sampled_from([None, 0.8, 1.3]), returned=st.integers(1, 5), new_tokens=st.integers(1, 10),
+       lengths=st.lists(st.integers(1, 6), min_size=1, max_size=3), eos=st.sampled_from([EOS, EOS, None]),
+       seed=st.integers(0, 10_000))
+def test_batched_beam_search_equals_the_readable_one(models, num_beams, length_penalty, early_stopping, ngram,
+                                                     repetition, returned, new_tokens, lengths, eos, seed):
+    hf, ours = models
+    returned = min(returned, num_beams)
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (len(lengths), max(lengths)), generator=generator)
+    mask = (torch.arange(max(lengths)) >= max(lengths) - torch.tensor(lengths)[:, None]).long()  # left padding
+    ids = ids.masked_fill(mask == 0, PAD)
+    kwargs = dict(length_penalty=length_penalty, early_stopping=early_stopping, num_return_sequences=returned)
+    fast, readable = _both_beam_searches(ours, ids, mask, new_tokens, num_beams, eos, repetition, ngram, **kwargs)
+    assert torch.equal(fast, readable)
+    if num_beams > 1 and eos is not None:  # (HF's num_beams=1 is greedy; without eos it takes the config's)
+        expected = hf_generate(hf, ids, mask, max_new_tokens=new_tokens, num_beams=num_beams,
+                               repetition_penalty=repetition, no_repeat_ngram_size=ngram, **kwargs)
+        assert torch.equal(readable, expected)
+
+
+@pytest.mark.parametrize("num_beams,early_stopping", [(2, False), (3, True), (4, "never")])
+def test_both_beam_searches_agree_on_encoder_decoders(seq2seq, num_beams, early_stopping):
+    from course_lib.seq2seq.rnn import RNNSeq2Seq
+
+    transformer, source = seq2seq
+    torch.manual_seed(1)
+    rnn = RNNSeq2Seq(7, 6, embed_dim=8, hidden_dim=8, dropout=0.0).eval()
+    bos = torch.zeros(2, 1, dtype=torch.long)
+    for model in (transformer, rnn):
+        got = {}
+        with torch.inference_mode():
+            for search in (batched_beam_search, beam_search):
+                stepper = stepper_for(model, source, source != 1)
+                got[search] = search(stepper, bos, torch.ones_like(bos), 6, num_beams, eos_token_id=2, pad_token_id=1,
+                                     early_stopping=early_stopping, num_return_sequences=2)
+        assert torch.equal(got[batched_beam_search], got[beam_search]), type(model).__name__
+
+
+def test_readable_beam_search_works_with_only_num_beams_candidates(models, prompts):
+    _, ours = models
+    ids, mask = prompts
+    only_k = lambda log_probs, beam_scores, num_beams, _: beam_step(log_probs, beam_scores, num_beams)  # noqa: E731
+    with torch.inference_mode():
+        # Without an end token no candidate ends before the last step: K candidates choose the same beams as 2K.
+        plain = beam_search(CausalLMStepper(ours), ids, mask, 8, 3, num_return_sequences=3, step=only_k)
+        assert torch.equal(plain, beam_search(CausalLMStepper(ours), ids, mask, 8, 3, num_return_sequences=3))
+        # With one, beams that end leave fewer than K running: the search goes on with the others.
+        got = beam_search(CausalLMStepper(ours), ids, mask, 12, 3, EOS, PAD, num_return_sequences=3, step=only_k)
+    assert got.shape[0] == 9 and ((got[:, 7:] == EOS).any(dim=1)).any()
+    scores = []
+    for row in got[:3]:  # prompt 0's hypotheses, best first: score them with the model itself
+        generated = row[7:]
+        ends = (generated == EOS).nonzero()
+        length = int(ends[0]) + 1 if len(ends) else len(generated)
+        full = torch.cat([ids[0, 3:], generated[:length]])  # the prompt without its padding, then the tokens
+        with torch.no_grad():
+            log_probs = F.log_softmax(ours(full[None, :-1]).logits[0], dim=-1)
+        scores.append(float(log_probs[3:].gather(-1, full[4:, None]).sum()) / length)  # length_penalty 1
+    assert scores[0] >= scores[1] - 1e-4 and scores[1] >= scores[2] - 1e-4, scores
+
+
+def test_trace_reports_every_step(models, prompts):
+    _, ours = models
+    ids, mask = prompts
+    steps = []
+    with torch.inference_mode():
+        beam_search(CausalLMStepper(ours), ids, mask, 5, 3, trace=steps.append)
+    assert [step.length for step in steps] == [1, 2, 3, 4, 5]
+    first = steps[0]
+    assert first.scores.shape == first.tokens.shape == first.beams.shape == (3, 6)  # B prompts, 2K candidates
+    assert first.beams.max() == 0 and first.beam_scores.view(3, 3)[:, 1:].isinf().all()  # only beam 0 proposes
+    assert all(len(running) == 3 and finished == [] for step in steps[:-1] for running, finished
+               in zip(step.running, step.finished))
+    assert steps[-1].running == [[], [], []] and steps[-1].finished == [[0, 1, 2]] * 3  # at max_length all end
 
 
 # --- logits processors against HF's, on random scores ---------------------------------------------
@@ -151,6 +273,37 @@ def test_no_repeat_ngram_equals_hf(scores, n):
     expected = NoRepeatNGramLogitsProcessor(n)(previous, scores)
     assert torch.equal(scores.masked_fill(banned, float("-inf")), expected)
     assert banned.any()
+
+
+@pytest.mark.parametrize("value,k,p", [(1.0, None, None), (0.7, 5, None), (1.5, None, 0.8), (0.8, 10, 0.9),
+                                       (2.0, 3, 0.5), (1.0, 49, 0.999)])
+def test_sampling_logits_equal_hf_warpers_in_generate_order(scores, value, k, p):
+    expected = scores
+    for warper in ([TemperatureLogitsWarper(value)] + ([TopKLogitsWarper(k)] if k else [])
+                   + ([TopPLogitsWarper(p)] if p else [])):
+        expected = warper(None, expected)
+    assert torch.equal(sampling_logits(scores, value, k, p), expected)
+
+
+def test_sample_and_the_explorer_share_one_sampling_pipeline(monkeypatch, models, prompts):
+    """No second copy of the order: both call processors.sampling_logits."""
+    import course_lib.decoding.search as search
+    import course_lib.decoding.widgets as widgets
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args[1:])
+        return sampling_logits(*args, **kwargs)
+
+    monkeypatch.setattr(search, "sampling_logits", spy)
+    monkeypatch.setattr(widgets, "sampling_logits", spy)
+    _, ours = models
+    ours_generate(ours, *prompts, max_new_tokens=2, do_sample=True, temperature=0.9, top_k=7, top_p=0.8, seed=0)
+    assert calls == [(0.9, 7, 0.8)] * 2
+    calls.clear()
+    widgets.filtered_distribution(torch.zeros(5), 0.5, 3, 0.9)
+    assert (0.5, 3, 0.9) in calls
 
 
 # --- sampling ------------------------------------------------------------------------------------
@@ -214,18 +367,20 @@ def seq2seq():
     return model, torch.tensor([[3, 4, 5, 6], [6, 2, 3, 1]])
 
 
-def test_seq2seq_greedy_equals_the_course_greedy(seq2seq):
-    from course_lib.seq2seq.training import greedy_decode_transformer
-
+def test_seq2seq_greedy_is_the_argmax_of_a_full_decode(seq2seq):
     model, source = seq2seq
     bos = torch.zeros(2, 1, dtype=torch.long)
     got = generate(model, bos, source=source, source_mask=source != 1, max_new_tokens=6, eos_token_id=2,
                    pad_token_id=1)
-    expected = greedy_decode_transformer(model, source, bos_id=0, eos_id=2, pad_id=1, max_new_tokens=6)
-    assert torch.equal(got[:, 1:], expected)
+    with torch.no_grad():  # each token is the argmax after the tokens before it (until each row's EOS)
+        best = model(source, got[:, :-1], src_key_padding_mask=source != 1).argmax(-1)  # (B, L)
+    for row, expected in zip(got[:, 1:], best):
+        ends = (row == 2).nonzero()
+        length = int(ends[0]) + 1 if len(ends) else len(row)
+        assert torch.equal(row[:length], expected[:length]) and (row[length:] == 1).all()
 
 
-def test_seq2seq_wide_beam_search_is_exhaustive_search(seq2seq):
+def test_seq2seq_wide_beam_search_is_exhaustive_search(seq2seq, beam_path):
     """With num_beams ≥ V², no EOS, no length penalty and early_stopping="never", beam search over
     3 tokens is exact: it must find the most likely of all V³ continuations."""
     model, source = seq2seq

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 transformers = pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from course_lib.models.gpt import GPT, SHAKESPEARE_CHECKPOINT, GPTConfig, load_shakespeare_gpt, positions_from_mask  # noqa: E402
+from course_lib.attention.masks import positions_from_mask  # noqa: E402
+from course_lib.attention.recorder import record_attention  # noqa: E402
+from course_lib.models.gpt import GPT, SHAKESPEARE_CHECKPOINT, GPTConfig, load_shakespeare_gpt  # noqa: E402
 
 VOCAB = 101
 
@@ -58,7 +60,7 @@ def test_cache_gives_the_same_logits_as_one_full_pass(pair, padded_batch):
             out = ours(ids[:, t:t + 1], attention_mask=mask[:, :t + 1], past_key_values=out.past_key_values,
                        use_cache=True)
             pieces.append(out.logits)
-    assert out.past_key_values[0][0].shape == (3, 4, 9, 12)  # (B, H, T_seen, D/H)
+    assert out.past_key_values[0].keys.shape == (3, 4, 9, 12)  # (B, H, T_seen, D/H)
     real = mask.bool()
     assert torch.allclose(torch.cat(pieces, dim=1)[real], full[real], atol=1e-5)
 
@@ -88,9 +90,11 @@ def test_readable_attention_path_matches_fused(pair, padded_batch):
     ids, mask = padded_batch
     with torch.no_grad():
         fused = ours(ids, attention_mask=mask).logits
-        readable = ours(ids, attention_mask=mask, need_weights=True).logits
+        with record_attention(ours) as recorded:  # switches every layer to the readable path
+            readable = ours(ids, attention_mask=mask).logits
     assert torch.allclose(fused[mask.bool()], readable[mask.bool()], atol=1e-5)
-    weights = ours.last_attention[0]  # (B, H, T, T)
+    assert [name for name, _ in recorded] == ["h.0.attn", "h.1.attn", "h.2.attn"]
+    weights = recorded[0].weights  # (B, H, T, T)
     assert torch.allclose(weights.sum(-1), torch.ones(()), atol=1e-6)
     assert (weights[0, :, 5, 6:] == 0).all() and (weights[0, :, 5, :4] == 0).all()  # no future, no padding
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from course_lib import MultiHeadAttention
-from course_lib.models.reverser import (
-    REVERSER_ALPHABET, REVERSER_CHECKPOINT, CharVocab, attention_maps, load_reverser, record_attention,
-)
+from course_lib.attention.recorder import record_attention
+from course_lib.seq2seq.layers import TransformerEncoderLayer
+from course_lib.models.reverser import REVERSER_ALPHABET, REVERSER_CHECKPOINT, CharVocab, attention_maps, load_reverser
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +47,9 @@ def test_vocab_round_trip_and_errors():
 
 def test_reverses_held_out_strings(reverser):
     model, _ = reverser
-    strings = random_strings(500, seed=2024, max_len=model.config["max_len"])
+    strings = random_strings(1000, seed=2024, max_len=model.config["max_len"])
     exact = sum(model.reverse(s) == s[::-1] for s in strings) / len(strings)
-    assert exact >= 0.95, f"exact-match accuracy {exact:.1%}"
+    assert exact >= 0.99, f"exact-match accuracy {exact:.1%}"  # 99.5 % when the checkpoint was converted
     assert model.reverse("hello42") == "24olleh"
     assert model.reverse("") == ""
 
@@ -84,14 +84,47 @@ def test_recorded_weights_equal_direct_module_calls(reverser):
     model, vocab = reverser
     text = "pytorch2"
     _, recorded = attention_maps(model, text)
-    # Redo the forward pass by hand, asking each attention module for its weights directly.
+    # Redo the forward pass by hand (pre-norm layers), asking each attention module for its weights directly.
     with torch.no_grad():
         x = model.positions(model.embedding(vocab.encode(text)[None]))
         for layer, weights in zip(model.layers, recorded, strict=True):
-            attended, direct = layer.attention(layer.attention_norm(x), need_weights=True)
+            attended, direct = layer.self_attn(layer.norm1(x), need_weights=True)
             torch.testing.assert_close(weights, direct, rtol=0, atol=0)
             x = x + attended
-            x = x + layer.ffn(layer.ffn_norm(x))
+            x = x + layer.ffn(layer.norm2(x))
+
+
+# Computed with the reverser's own EncoderLayer (attention_norm, attention, ffn_norm, ffn.0/ffn.2) on the
+# checkpoint before its parameters were renamed for TransformerEncoderLayer: the same weights must give
+# the same logits (they were bitwise equal on the machine that converted it).
+OLD_ARCHITECTURE = {
+    "strings": ["q9u3", "176wok97y", "d07axm", "jw5le3o2mf", "ctj1rtgph", "nn3rcoulgd", "e4b", "vjjaz2xn"],
+    "predictions": ["3u9q", "y79kow671", "mxa70d", "fm2o3el5wj", "hpgtr1jtc", "dgluocr3nn", "b4e", "nx2zajjv"],
+    "logits_sum": 39.410188616253436,
+    "logits_sum_of_squares": 21306.63644033978,
+    "first_logits": [-1.763335, 1.365003, 0.855900, 1.616579, -0.158539, 2.056210],
+}
+
+
+def test_the_library_encoder_layer_gives_the_old_architectures_logits(reverser):
+    model, vocab = reverser
+    assert all(isinstance(layer, TransformerEncoderLayer) and layer.norm_first for layer in model.layers)
+    strings = OLD_ARCHITECTURE["strings"]
+    ids = torch.zeros(len(strings), model.config["max_len"], dtype=torch.long)
+    real = torch.zeros_like(ids, dtype=torch.bool)
+    for i, text in enumerate(strings):
+        ids[i, :len(text)], real[i, :len(text)] = vocab.encode(text), True
+    with torch.no_grad():
+        logits = model(ids, key_padding_mask=real)  # (B, T, V)
+    predictions = [vocab.decode(logits[i, :len(text)].argmax(-1)) for i, text in enumerate(strings)]
+    assert predictions == OLD_ARCHITECTURE["predictions"] == [text[::-1] for text in strings]
+    kept = logits[real].double()
+    assert float(kept.sum()) == pytest.approx(OLD_ARCHITECTURE["logits_sum"], abs=1e-3)
+    assert float((kept ** 2).sum()) == pytest.approx(OLD_ARCHITECTURE["logits_sum_of_squares"], rel=1e-6)
+    torch.testing.assert_close(logits[0, 0, :6], torch.tensor(OLD_ARCHITECTURE["first_logits"]), atol=1e-5, rtol=1e-5)
+    checkpoint = torch.load(REVERSER_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert set(checkpoint) == {"config", "characters", "state_dict"}
+    assert all(t.dtype == torch.float16 for t in checkpoint["state_dict"].values())
 
 
 def test_recorder_removes_its_hooks_and_leaves_outputs_unchanged(reverser):
@@ -106,7 +139,7 @@ def test_recorder_removes_its_hooks_and_leaves_outputs_unchanged(reverser):
     torch.testing.assert_close(recorded, plain, rtol=1e-5, atol=1e-5)  # readable path vs fused kernel
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
     torch.testing.assert_close(after, plain, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="no MultiHeadAttention"):
+    with pytest.raises(ValueError, match="no attention module"):
         with record_attention(torch.nn.Linear(2, 2)):
             pass
 

@@ -7,8 +7,9 @@ import torch
 from course_lib.seq2seq import translation as tr
 from course_lib.seq2seq.alignment import align, token_labels, translation_attention
 from course_lib.data import load_multi30k
-from course_lib.seq2seq.training import greedy_decode_rnn, greedy_decode_transformer
-from course_lib.seq2seq.transformer import attention_maps, record_attention
+from course_lib.decoding import RNNStepper, generate, greedy_search
+from course_lib.attention.recorder import record_attention
+from course_lib.seq2seq.transformer import attention_by_kind, attention_maps
 
 # Short real test2016 sentences: each greedy translation costs about a second on a busy 2-core CPU.
 SENTENCES = [de for de, _ in load_multi30k("test_2016_flickr")[:40] if len(de) < 45][:2]
@@ -32,8 +33,8 @@ def transformer_alignments(models, tokenizers):
 def _greedy_ids(model, sentence, tokenizers):
     source = torch.tensor(tr._source_ids(tokenizers["de"], sentence))  # (S,)
     limit = min(model.max_len - 1, 2 * len(source) + 10)
-    generated = greedy_decode_transformer(model, source[None], bos_id=tr.BOS_ID, eos_id=tr.EOS_ID,
-                                          pad_id=tr.PAD_ID, max_new_tokens=limit)[0]  # (T_tgt,)
+    generated = generate(model, torch.tensor([[tr.BOS_ID]]), source=source[None], max_new_tokens=limit,
+                         eos_token_id=tr.EOS_ID, pad_token_id=tr.PAD_ID)[0, 1:]  # (T_tgt,)
     return source, generated
 
 
@@ -79,7 +80,7 @@ def test_re_reading_gives_the_attention_of_each_decoding_step(models, tokenizers
     with record_attention(model) as recorded:
         _, generated = _greedy_ids(model, sentence, tokenizers)
     layers = len(model.decoder.layers)
-    steps = recorded["cross_attention"]  # one (1, H, t, S) per layer per step, in call order
+    steps = attention_by_kind(recorded)["cross_attention"]  # one (1, H, t, S) per layer per step, in call order
     assert len(steps) == layers * len(generated)
     re_read = translation_attention(model, sentence, tokenizers)
     for layer in range(layers):
@@ -91,9 +92,12 @@ def test_rnn_weights_are_its_additive_attention_under_teacher_forcing(models, to
     model, sentence = models["rnn_attention"], SENTENCES[0]
     result = align(model, sentence, tokenizers)
     source = torch.tensor([tr._source_ids(tokenizers["de"], sentence)])  # (1, S)
-    generated, step_weights = greedy_decode_rnn(model, source, bos_id=tr.BOS_ID, eos_id=tr.EOS_ID, pad_id=tr.PAD_ID,
-                                                max_new_tokens=min(model.max_len - 1, 2 * source.shape[1] + 10))
-    torch.testing.assert_close(result.weights, step_weights[0])
+    stepper, bos = RNNStepper(model, source), torch.tensor([[tr.BOS_ID]])
+    with torch.no_grad():
+        generated = greedy_search(stepper, bos, torch.ones_like(bos), min(model.max_len - 1, 2 * source.shape[1] + 10),
+                                  tr.EOS_ID, tr.PAD_ID)[:, 1:]  # (1, T_tgt)
+    step_weights = stepper.attention  # (1, T_tgt, S): the stepper's record, one row per generated token
+    torch.testing.assert_close(result.weights, step_weights[0], rtol=0, atol=0)
     target_in = torch.cat([torch.tensor([[tr.BOS_ID]]), generated[:, :-1]], dim=1)  # what each step read
     with torch.no_grad():
         logits, weights = model(source, target_in, return_attention=True)

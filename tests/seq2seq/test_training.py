@@ -1,4 +1,5 @@
-"""The seq2seq training loop and greedy decoding, on a tiny copy task both models can learn in seconds."""
+"""The seq2seq training loop, and greedy decoding of both models through ``generate``, on a tiny copy task
+both models can learn in seconds."""
 from __future__ import annotations
 
 import pytest
@@ -6,15 +7,9 @@ import torch
 import torch.nn.functional as F
 from tests.conftest import available_devices
 
+from course_lib.decoding import RNNStepper, generate, greedy_search
 from course_lib.seq2seq.rnn import RNNSeq2Seq
-from course_lib.seq2seq.training import (
-    evaluate,
-    greedy_decode_rnn,
-    greedy_decode_transformer,
-    sequence_loss,
-    teacher_forcing_logits,
-    train_seq2seq,
-)
+from course_lib.seq2seq.training import evaluate, sequence_loss, teacher_forcing_logits, train_seq2seq
 from course_lib.seq2seq.transformer import Transformer
 
 PAD, BOS, EOS, VOCAB = 0, 1, 2, 10
@@ -111,23 +106,41 @@ def _rig_eos(model, output_layer, step_bias: float):
     return model.eval()
 
 
+def greedy(model, src, max_new_tokens=10):
+    """Generated ids ``(B, L)`` after BOS: EOS, then padding."""
+    start = torch.full((len(src), 1), BOS)
+    return generate(model, start, source=src, source_mask=src != PAD, max_new_tokens=max_new_tokens,
+                    eos_token_id=EOS, pad_token_id=PAD)[:, 1:]
+
+
 def test_greedy_transformer_output_is_its_own_argmax_and_stops_at_eos():
     model = tiny_transformer()
     _rig_eos(model, model.generator, 1.5)
     src = copy_batches(1, batch=8, seed=3)[0][0]
-    out = greedy_decode_transformer(model, src, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new_tokens=10)
+    out = greedy(model, src)
     _check_greedy(out, lambda prefix: model(src, prefix, src_key_padding_mask=src != PAD))
 
 
-def test_greedy_rnn_output_is_its_own_argmax_and_returns_alignment():
+def test_greedy_rnn_output_is_its_own_argmax_and_the_stepper_records_its_attention():
     model = tiny_rnn().eval()  # untrained, it already ends some rows at once and others later
     src = copy_batches(1, batch=8, seed=3)[0][0]
-    out, attention = greedy_decode_rnn(model, src, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new_tokens=10)
+    out = greedy(model, src)
     _check_greedy(out, lambda prefix: model(src, prefix, src_key_padding_mask=src != PAD))
+    stepper, start = RNNStepper(model, src, src != PAD), torch.full((8, 1), BOS)
+    with torch.no_grad():
+        assert torch.equal(greedy_search(stepper, start, torch.ones_like(start), 10, EOS, PAD)[:, 1:], out)
+    attention = stepper.attention  # (B, L, S): one row per generated token
     assert attention.shape == (*out.shape, src.shape[1])
     assert (attention.masked_select((src == PAD)[:, None, :].expand_as(attention)) == 0).all()
-    model.decoder.use_attention = False  # same weights, bottleneck path: no alignment to return
-    assert greedy_decode_rnn(model, src, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new_tokens=3)[1] is None
+    with torch.no_grad():  # the same weights as teacher forcing on the generated prefix
+        prefix = torch.cat([start, out[:, :-1]], dim=1)
+        _, forced = model(src, prefix, src_key_padding_mask=src != PAD, return_attention=True)
+    torch.testing.assert_close(attention, forced, atol=1e-6, rtol=1e-5)
+    model.decoder.use_attention = False  # same weights, bottleneck path: no alignment to record
+    stepper = RNNStepper(model, src, src != PAD)
+    with torch.no_grad():
+        greedy_search(stepper, start, torch.ones_like(start), 3, EOS, PAD)
+    assert stepper.attention is None
 
 
 def _check_greedy(out, teacher_forced):
@@ -156,7 +169,7 @@ def test_trained_transformer_copies_exactly_with_greedy_decoding():
     train_seq2seq(model, copy_batches(50), pad_id=PAD, epochs=3, lr=5e-3, warmup_steps=20, label_smoothing=0.0,
                   progress=False, device="cpu")
     src, tgt = copy_batches(1, batch=64, seed=9)[0]
-    out, expected = greedy_decode_transformer(model, src, bos_id=BOS, eos_id=EOS, pad_id=PAD), tgt[:, 1:]
+    out, expected = greedy(model, src, max_new_tokens=model.max_len - 1), tgt[:, 1:]
     width = max(out.shape[1], expected.shape[1])  # both are padded after EOS; compare whole rows
     out, expected = F.pad(out, (0, width - out.shape[1]), value=PAD), F.pad(expected, (0, width - expected.shape[1]), value=PAD)
     assert (out == expected).all(dim=1).float().mean() > 0.85

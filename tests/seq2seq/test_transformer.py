@@ -23,7 +23,8 @@ from course_lib.seq2seq.layers import (
     TransformerEncoder,
     TransformerEncoderLayer,
 )
-from course_lib.seq2seq.transformer import Transformer, attention_maps, record_attention
+from course_lib.attention.recorder import record_attention
+from course_lib.seq2seq.transformer import Transformer, attention_by_kind, attention_maps
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 pytestmark = [  # torch's own notes about its nested-tensor fast path, not our concern here
@@ -249,13 +250,16 @@ def test_recording_does_not_change_the_output_and_sees_padding():
     keep = padding_mask([6, 2])
     with torch.no_grad():
         plain = model(src, tgt, keep)
-        with record_attention(model) as maps:
+        with record_attention(model) as calls:
             recorded = model(src, tgt, keep)
     torch.testing.assert_close(recorded, plain, **TOL)  # readable path == fused path
+    maps = attention_by_kind(calls)
+    assert [name for name, _ in calls[:2]] == ["encoder.layers.0.self_attn", "encoder.layers.1.self_attn"]
+    assert [name for name, _ in calls[2:4]] == ["decoder.layers.0.self_attn", "decoder.layers.0.cross_attn"]
     assert all((w[1, :, :, 2:] == 0).all() for w in maps["cross_attention"])  # padded source gets no weight
     with torch.no_grad():
         model(src, tgt, keep)
-    assert len(maps["cross_attention"]) == 3  # the hooks are gone after the block
+    assert len(calls) == 2 + 2 * 3  # the hooks are gone after the block
 
 
 # --- bad input (issue 5, part 7) ------------------------------------------------------------------

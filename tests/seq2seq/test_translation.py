@@ -1,7 +1,9 @@
 """The Multi30k pipeline on the real data, BLEU against a hand count, and the shipped checkpoints."""
 from __future__ import annotations
 
+import json
 import math
+import pathlib
 from collections import Counter
 
 import pytest
@@ -179,25 +181,35 @@ def test_translate_keeps_order_and_batching_does_not_change_the_output(models, t
     assert tr.translate(model, [german[3]]) == [one_batch[3]]
 
 
-def test_generate_on_the_transformer_equals_greedy_translation_and_beams_translate(models, test_100):
-    # The decoding module's encoder-decoder path (what beam search uses) reproduces the greedy
-    # decoder token for token; beam search then gives real sentences, in order.
-    from course_lib.decoding import generate
-    from course_lib.seq2seq.training import greedy_decode_transformer
+EXPECTED = json.loads((pathlib.Path(__file__).parent / "fixtures" / "translations_test2016_first40.json").read_text())
 
-    model, tokenizers = models["transformer"], tr.load_tokenizers()
-    german = [de for de, _ in test_100[:6]]
-    src = tr.pad_batch([tr._source_ids(tokenizers["de"], de) for de in german])
-    greedy = greedy_decode_transformer(model, src, bos_id=tr.BOS_ID, eos_id=tr.EOS_ID, pad_id=tr.PAD_ID,
-                                       max_new_tokens=30)
-    start = torch.full((len(german), 1), tr.BOS_ID)
-    generated = generate(model, start, source=src, source_mask=src != tr.PAD_ID, max_new_tokens=30,
-                         eos_token_id=tr.EOS_ID, pad_token_id=tr.PAD_ID)[:, 1:]
-    assert torch.equal(generated, greedy[:, :generated.shape[1]]) and (greedy[:, generated.shape[1]:] == 0).all()
-    beams = tr.translate(model, german, num_beams=3)
-    assert len(beams) == 6 and all(beams) and tr.translate(model, german[:1], num_beams=3) == beams[:1]
-    with pytest.raises(ValueError, match="needs the Transformer"):
-        tr.translate(models["rnn_attention"], german, num_beams=3)
+
+@pytest.mark.parametrize("name", tr.MODEL_NAMES)
+def test_translate_gives_the_strings_of_the_former_greedy_decoders(models, name):
+    # One greedy for all three models (generate + the steppers): the first 40 test2016 translations must be
+    # exactly those of the removed greedy_decode_transformer / greedy_decode_rnn (the fixture's "about").
+    german = [de for de, _ in load_multi30k("test_2016_flickr")[:40]]
+    assert tr.translate(models[name], german) == EXPECTED["greedy"][name]
+
+
+def test_beam_search_translates_with_every_model(models, test_100):
+    german = [de for de, _ in test_100[:10]]
+    assert tr.translate(models["transformer"], german, num_beams=4) == EXPECTED["transformer_beam4_first10"]
+    for name in ("rnn_attention", "rnn_plain"):  # the RNNs have a stepper too now
+        beams = tr.translate(models[name], german[:4], num_beams=3)
+        assert len(beams) == 4 and all(beams) and tr.translate(models[name], german[:1], num_beams=3) == beams[:1]
+
+
+def test_generate_translations_is_generate_with_the_source(models, test_100):
+    from course_lib.decoding import generate
+
+    model, tokenizers = models["rnn_attention"], tr.load_tokenizers()
+    src = tr.pad_batch([tr._source_ids(tokenizers["de"], de) for de, _ in test_100[:6]])
+    start = torch.full((6, 1), tr.BOS_ID)
+    expected = generate(model, start, source=src, source_mask=src != tr.PAD_ID, max_new_tokens=30,
+                        eos_token_id=tr.EOS_ID, pad_token_id=tr.PAD_ID)[:, 1:]
+    assert torch.equal(tr.generate_translations(model, src, 30), expected)
+    assert (expected == tr.EOS_ID).any(dim=1).sum() >= 4  # most sentences ended by themselves within 30 tokens
 
 
 def test_translate_and_load_reject_bad_input(models):
