@@ -16,7 +16,7 @@ layer norm; :class:`TransformerEncoder` / :class:`TransformerDecoder` take it as
 Masks follow :mod:`course_lib.attention.masks` (True = may attend, True = real token), the *opposite* of
 ``torch.nn``'s. Every class has ``from_torch`` copying a ``torch.nn`` module built with
 ``batch_first=True``; the tests pin each one to PyTorch's within 1e-5. The layers call the
-fused attention kernel; :func:`course_lib.seq2seq.transformer.record_attention` switches the
+fused attention kernel; :func:`course_lib.attention.record_attention` switches the
 readable path on to collect the weights. Not covered: embeddings and the full model
 (:mod:`course_lib.seq2seq.transformer`), key/value caches, mixture-of-experts feed-forwards.
 """

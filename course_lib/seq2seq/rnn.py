@@ -16,8 +16,9 @@ decoder, a GRU, writes the target one token at a time. What it reads of the sour
 
 Masks follow :mod:`course_lib.attention.masks`: ``src_key_padding_mask (B, S)`` is True at real tokens.
 The models return logits ``(B, T, V)``; ``return_attention=True`` adds the weights
-``(B, T, S)`` for alignment plots. Not covered: LSTMs, beam search (greedy decoding lives in
-:mod:`course_lib.seq2seq.training`), multiplicative (Luong) attention, input feeding.
+``(B, T, S)`` for alignment plots. Not covered: LSTMs, decoding (greedy and beam search run the
+decoder's ``step`` through :class:`course_lib.decoding.RNNStepper`), multiplicative (Luong) attention,
+input feeding.
 """
 from __future__ import annotations
 
