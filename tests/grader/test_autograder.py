@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from course_grader import autograder
+from course_grader import autograder, cells
 from course_grader.registry import LABS
 from course_grader.registry import lab as find_lab
 from course_grader.sandbox import Limits, Sandbox
@@ -34,13 +34,13 @@ def test_the_registry_finds_each_lab_by_assignment_or_topic():
 
 
 def test_setup_comes_from_the_locked_cell_of_the_source_notebook():
-    setup = autograder.setup_source(autograder.load_notebook(SOURCE))
+    setup = autograder.setup_source(cells.load_notebook(SOURCE))
     assert "import torch" in setup
     assert "attention_checks" not in setup and "def " not in setup  # no hidden tests, no solutions
 
 
 def test_a_part_gets_only_the_solution_cells_defining_its_functions():
-    notebook = autograder.load_notebook(RELEASE)
+    notebook = cells.load_notebook(RELEASE)
     code = autograder.part_source(notebook, ["causal_mask"])
     assert code.startswith("def causal_mask(size):") and "def split_heads" not in code
     assert "assert" not in code  # test cells are never sent
@@ -50,7 +50,7 @@ def test_a_part_gets_only_the_solution_cells_defining_its_functions():
 
 
 def test_a_part_runs_set_up_then_the_students_cells_only():
-    source, notebook = autograder.load_notebook(SOURCE), autograder.load_notebook(RELEASE)
+    source, notebook = cells.load_notebook(SOURCE), cells.load_notebook(RELEASE)
     notebook["cells"].append({"cell_type": "code", "metadata": {"nbgrader": {"solution": True}},
                               "source": "def causal_mask(size):\n    return 'mine'"})
     code = autograder.criterion_source(source, notebook, ["causal_mask"])
@@ -90,7 +90,7 @@ def test_the_sandboxed_grader_serves_every_lab_through_its_rubric(lab, tmp_path)
     """Each lab's solution scores full marks and each known mistake loses exactly its cells."""
     module, files = find_lab(lab).checks, lab_files(lab)
     mistakes = files.mistakes_dir
-    source = autograder.load_notebook(files.source)
+    source = cells.load_notebook(files.source)
     students = labs_script.write_submissions(lab, mistakes, tmp_path)
     with Sandbox(Limits(wall_seconds=30), autograder.default_hidden_paths(), rubric=module.__name__) as box:
         results = {s: autograder.grade_notebook(box, module, path, source) for s, path in students.items()}
@@ -110,16 +110,6 @@ def test_the_command_warns_on_stderr_only_when_isolation_is_weakened(capsys):
     grade_script.print_warnings({"no net namespace (unshare failed): the sandbox is weaker"})
     err = capsys.readouterr().err
     assert err.startswith("WARNING: the sandbox's isolation was weakened") and "no net namespace" in err
-
-
-@pytest.mark.parametrize("text, phrase", [('{"cells": [', "corrupt JSON"), ("[1, 2]", "no list of cells"),
-                                          (None, "no notebook at")])
-def test_unreadable_notebooks_raise_a_clear_submission_error(tmp_path, text, phrase):
-    path = tmp_path / "nb.ipynb"
-    if text is not None:
-        path.write_text(text)
-    with pytest.raises(autograder.SubmissionError, match=phrase):
-        autograder.load_notebook(path)
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_grader import autograder, feedback
+from course_grader import autograder, cells, feedback
 from course_lib.lab_checks import attention as attention_checks
 from tests.labtools import lab_files, labs_script
 from tests.paths import FIXTURES, REPO
@@ -81,7 +81,7 @@ def _result(failed: dict[str, str]) -> NotebookResult:
 
 
 def _cell(notebook: dict, grade_id: str) -> dict:
-    return next(c for c in notebook["cells"] if feedback._grade_id(c) == grade_id)
+    return next(c for c in notebook["cells"] if cells.grade_id(c) == grade_id)
 
 
 def test_test_cells_show_the_release_source_and_end_with_the_verdict():
@@ -90,17 +90,17 @@ def test_test_cells_show_the_release_source_and_end_with_the_verdict():
     tampered["source"] = "print('my own test')"
     tampered["outputs"] = [_stream("my own test\n")]
     executed["cells"].append(json.loads(json.dumps(tampered)))  # a duplicated test cell
-    executed["cells"] = [c for c in executed["cells"] if feedback._grade_id(c) != "test_causal_mask"]  # deleted
+    executed["cells"] = [c for c in executed["cells"] if cells.grade_id(c) != "test_causal_mask"]  # deleted
     message = f"the weights equal softmax(QKᵀ)\n{HINT} (d = q.shape[-1])"
     made = feedback.feedback_notebook(executed, executed, _release(), _result({"test_sdpa_scaling": message}),
                                       attention_checks.RUBRIC)
     nbformat.validate(nbformat.from_dict(made))
     scaling = _cell(made, "test_sdpa_scaling")
-    assert scaling["source"] == feedback._text(_cell(_release(), "test_sdpa_scaling")["source"])
+    assert scaling["source"] == cells.source(_cell(_release(), "test_sdpa_scaling"))
     assert scaling["outputs"][0] == _stream("my own test\n")  # what nbgrader's run printed stays
     assert scaling["outputs"][-1]["ename"] == "HiddenTestsFailed" and HINT in "\n".join(scaling["outputs"][-1]["traceback"])
     assert "0 / 2 points" in scaling["outputs"][-1]["traceback"][0]
-    assert sum(feedback._grade_id(c) == "test_sdpa_scaling" for c in made["cells"]) == 1  # duplicate lost its id
+    assert sum(cells.grade_id(c) == "test_sdpa_scaling" for c in made["cells"]) == 1  # duplicate lost its id
     assert made["cells"][-1]["source"].startswith("expected = torch.tensor")  # the deleted test cell is back
     assert "Hidden tests passed: 1 / 1 points" in made["cells"][-1]["outputs"][-1]["text"]
     assert not any(marker in json.dumps(made) for marker in HIDDEN_SOURCE)

@@ -25,7 +25,7 @@ import pytest
 import torch
 from nbgrader.api import MissingEntry
 
-from course_grader import autograder, sandbox
+from course_grader import autograder, cells, sandbox
 from course_grader import protocol as sandbox_protocol
 from course_lib.lab_checks import attention as attention_checks
 from course_grader.sandbox import (
@@ -352,10 +352,9 @@ def test_every_attack_is_contained(course):
     attacks["shipped_torch"] = shipped
     # Test cells deleted or retyped: the hidden checks do not come from the student's notebook.
     edited = labs_script.fill_solutions(RELEASE, labs_script.solution_code(SOURCE))
-    edited["cells"] = [c for c in edited["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id")
-                       != "test_sdpa_scaling"]
+    edited["cells"] = [c for c in edited["cells"] if cells.grade_id(c) != "test_sdpa_scaling"]
     for cell in edited["cells"]:
-        if cell["metadata"].get("nbgrader", {}).get("grade"):
+        if cells.is_grade(cell):
             cell["cell_type"], cell["source"] = "markdown", "assert True  # tests removed"
     attacks["edited_tests"] = _write(root / "attacks" / "edited_tests" / LAB / RELEASE.name, edited)
     attacks["corrupt_json"] = _write(root / "attacks" / "corrupt_json" / LAB / RELEASE.name, '{"cells": [')
