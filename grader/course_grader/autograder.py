@@ -31,12 +31,9 @@ from .registry import lab as find_lab
 from .sandbox import Limits, Sandbox, SandboxError
 
 __all__ = [
-    "NotebookResult", "criterion_source", "default_hidden_paths", "grade_batch", "grade_notebook", "graded_students",
-    "grading_device", "part_source", "record", "setup_source",
+    "NotebookResult", "criterion_source", "grade_batch", "grade_notebook", "graded_students", "grading_device",
+    "paths_hidden_from_students", "part_source", "record", "setup_source",
 ]
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO = PACKAGE_DIR.parent.parent
 
 
 @dataclass
@@ -130,10 +127,16 @@ def record(gradebook, lab: str, notebook: str, student: str, result: NotebookRes
 
 # --- batches ----------------------------------------------------------------------------------
 
-def default_hidden_paths(*extra: Path) -> list[Path]:
-    """What a sandboxed part must not see: the hidden checks, the labs' sources, the tests, plus ``extra``."""
-    checks = Path(find_lab("attention").checks.__file__).resolve().parent  # course_lib/lab_checks
-    return [PACKAGE_DIR, checks, REPO / "labs", REPO / "tests", *(Path(p).resolve() for p in extra)]
+def paths_hidden_from_students(*extra: Path, submissions: Iterable[Path] = ()) -> list[Path]:
+    """What a sandboxed part must not see: this package and the hidden checks (both found by import),
+    the caller's private folders ``extra`` (the checkout's lab sources and tests, the course, the
+    outputs) and the folder of every submission, ``FOLDER/<student>/<lab>/<notebook>.ipynb``
+    (everyone's work)."""
+    import course_lib.lab_checks
+
+    checks = Path(course_lib.lab_checks.__file__).resolve().parent
+    folders = {Path(path).resolve().parents[2] for path in submissions}
+    return [Path(__file__).resolve().parent, checks, *(Path(p).resolve() for p in extra), *sorted(folders)]
 
 
 _worker: dict = {}
@@ -168,7 +171,9 @@ def grade_batch(course_dir: Path, lab: str, submissions: dict[str, Path], *, wor
     """Grade ``{student: notebook path}`` into ``course_dir/gradebook.db``; return the results of this run.
 
     The lab must already be in the gradebook (``nbgrader generate_assignment``). Students already
-    fully graded are skipped. ``workers=0`` grades in this process (with one sandbox), for tests.
+    fully graded are skipped. ``hidden_paths``: the caller's folders that student code must not see,
+    beyond :func:`paths_hidden_from_students`' own (the checkout's ``labs`` and ``tests``).
+    ``workers=0`` grades in this process (with one sandbox), for tests.
     ``device`` (default :func:`grading_device`): on ``"cuda"``, student code runs on the GPU, one
     part at a time across all workers (a lock file in ``course_dir``). The sandboxes' warnings
     about weakened isolation are added to ``warnings``.
@@ -184,8 +189,7 @@ def grade_batch(course_dir: Path, lab: str, submissions: dict[str, Path], *, wor
     source = cells.load_notebook(source_notebook)
     if os.geteuid() == 0:
         course_dir.chmod(0o700)  # the sandbox's uids must not read the gradebook even without mount namespaces
-    hidden = default_hidden_paths(course_dir, *{Path(p).resolve().parent.parent.parent for p in submissions.values()},
-                                  *hidden_paths)
+    hidden = paths_hidden_from_students(course_dir, *hidden_paths, submissions=submissions.values())
     grade_ids = [c.grade_id for c in module.RUBRIC]
     results: dict[str, NotebookResult] = {}
     gpu_lock = course_dir / ".gpu.lock"  # inside the course folder: hidden from every sandboxed part

@@ -21,14 +21,12 @@ For each graded notebook:
 
 A submission that cannot be executed (a timeout, a crash) still gets a feedback notebook: its
 cells without outputs, with the verdicts and a note saying why. Not covered: scores, the text
-summary (``scripts/grade.py``).
+summary (:mod:`~course_grader.cli`).
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +35,8 @@ from pathlib import Path
 
 from . import cells
 from .cells import multiline_text
+from .autograder import paths_hidden_from_students
+from .course import run_nbgrader
 from .protocol import safe_text
 from .registry import lab as find_lab
 from .sandbox import Limits, Sandbox, SandboxError
@@ -67,13 +67,6 @@ class _Course:
     files: dict[str, bytes]  # relative path -> content of the throwaway course
 
 
-def _nbgrader_cli(course_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    """``nbgrader ARGS`` in ``course_dir``, trusted (no student code runs in these commands)."""
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    return subprocess.run([sys.executable, "-m", "nbgrader", *args], check=False, cwd=course_dir, env=env, timeout=900,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def throwaway_course(release_dir: Path, lab: str, work: Path) -> _Course:
     """A course whose *source* is the release of ``lab``: its gradebook holds no hidden test.
 
@@ -87,7 +80,7 @@ def throwaway_course(release_dir: Path, lab: str, work: Path) -> _Course:
         'c = get_config()  # noqa: F821\nc.CourseDirectory.course_id = "feedback"\n'
         'c.CourseDirectory.db_url = "sqlite:///gradebook.db"\n'
         f"c.Execute.timeout = {CELL_TIMEOUT}\n", encoding="utf-8")
-    done = _nbgrader_cli(course, "generate_assignment", lab, "--force")
+    done = run_nbgrader(course, "generate_assignment", lab, "--force")  # trusted: no student code runs
     if done.returncode != 0:
         raise RuntimeError(f"could not build the feedback course for {lab}:\n{done.stdout[-3000:]}")
     files = {"nbgrader_config.py": (course / "nbgrader_config.py").read_bytes(),
@@ -265,10 +258,7 @@ def write_feedback_notebooks(course_dir: Path, lab: str, module, results: dict, 
     missing or was made without running their notebook (corrupt submissions, timeouts, ...).
     """
     course_dir, notebook = Path(course_dir).resolve(), find_lab(lab).notebook
-    from .autograder import default_hidden_paths
-
-    hidden = default_hidden_paths(course_dir, out, *{Path(p).resolve().parent.parent.parent
-                                                     for p in submissions.values()}, *hidden_paths)
+    hidden = paths_hidden_from_students(course_dir, out, *hidden_paths, submissions=submissions.values())
     notes: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as work:
         course = throwaway_course(course_dir / "release" / lab, lab, Path(work))
@@ -300,7 +290,7 @@ def write_feedback_notebooks(course_dir: Path, lab: str, module, results: dict, 
             list(pool.map(lambda s: one(sandbox, s), students))
             if warnings is not None:
                 warnings.update(sandbox.warnings)
-    rendered = _nbgrader_cli(course_dir, "generate_feedback", lab, "--force", "--HTMLExporter.sanitize_html=True")
+    rendered = run_nbgrader(course_dir, "generate_feedback", lab, "--force", "--HTMLExporter.sanitize_html=True")
     for student in students:
         html = course_dir / "feedback" / student / lab / f"{notebook}.html"
         if html.is_file():
