@@ -54,10 +54,13 @@ class Checkout:
         """The lab's known-mistake files."""
         return self.root / "tests" / "fixtures" / "labs" / lab.topic
 
-    def require(self, parser: argparse.ArgumentParser) -> None:
-        """Stop with a usage error unless ``root`` is a course checkout."""
-        if not (self.labs / "nbgrader_config.py").is_file():
-            parser.error(f"{self.root} is not a course checkout (no labs/nbgrader_config.py): run from its root")
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None, root: Path) -> tuple[argparse.Namespace, Checkout]:
+    """The command's arguments and the checkout at ``root``; a usage error unless it is one."""
+    args, checkout = parser.parse_args(argv), Checkout(Path(root))
+    if not (checkout.labs / "nbgrader_config.py").is_file():
+        parser.error(f"{checkout.root} is not a course checkout (no labs/nbgrader_config.py): run from its root")
+    return args, checkout
 
 
 def _assignments(parser: argparse.ArgumentParser, names: list[str] | None) -> list[str] | None:
@@ -106,9 +109,7 @@ def labs_main(argv: list[str] | None = None, *, root: Path, prog: str | None = N
     command.add_argument("lab")
     command.add_argument("mistakes", type=Path, help="folder of mistake files (e.g. tests/fixtures/labs/attention)")
     command.add_argument("out", type=Path)
-    args = parser.parse_args(argv)
-    checkout = Checkout(Path(root))
-    checkout.require(parser)
+    args, checkout = _parse(parser, argv, root)
     chosen = _assignments(parser, getattr(args, "labs", None))  # `submissions` names one lab of its own
     labs = chosen or [lab.assignment for lab in LABS]
 
@@ -219,9 +220,7 @@ def grade_main(argv: list[str] | None = None, *, root: Path, prog: str | None = 
                         help="also make nbgrader's feedback notebooks (HTML), sandboxed (default: on)")
     parser.add_argument("--output-bytes", type=int, default=feedback.DEFAULT_OUTPUT_BYTES,
                         help="bytes of outputs a cell keeps in the feedback notebook (default: %(default)s)")
-    args = parser.parse_args(argv)
-    checkout = Checkout(Path(root))
-    checkout.require(parser)
+    args, checkout = _parse(parser, argv, root)
     chosen = _assignments(parser, args.labs)
 
     warnings: set[str] = set()
@@ -274,9 +273,7 @@ def bench_main(argv: list[str] | None = None, *, root: Path, prog: str | None = 
     parser.add_argument("-n", "--submissions", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--lab", default="01_attention", choices=[lab.assignment for lab in LABS])
-    args = parser.parse_args(argv)
-    checkout = Checkout(Path(root))
-    checkout.require(parser)
+    args, checkout = _parse(parser, argv, root)
     rows, consistent = bench.benchmark(args.lab, args.submissions, args.workers, labs_dir=checkout.labs,
                                        mistakes_dir=checkout.mistakes(find_lab(args.lab)),
                                        hidden_paths=checkout.private)

@@ -22,7 +22,7 @@ import pytest
 from course_grader import cells, cli
 from course_grader.autograder import NotebookResult
 from course_lib.lab_checks import attention as attention_checks
-from tests.grader import CHECKOUT
+from tests.grader import CHECKOUT, copy_of_labs
 from tests.labtools import lab_files
 from tests.paths import FIXTURES, REPO
 
@@ -115,7 +115,7 @@ def _run(*argv, cwd=None, timeout=600) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_labs_check_and_generate_end_to_end_on_a_copy_of_the_checkout(tmp_path):
     """A checkout whose release was edited by hand: ``check`` fails naming the file, ``generate`` mends it."""
-    shutil.copytree(CHECKOUT.labs, tmp_path / "labs", ignore=shutil.ignore_patterns("gradebook.db", "submitted"))
+    copy_of_labs(tmp_path / "labs")
     (tmp_path / "scripts").mkdir()
     shutil.copy(REPO / "scripts" / "labs.py", tmp_path / "scripts" / "labs.py")  # its checkout is the copy
     release = tmp_path / "labs" / "release" / LAB / RELEASE.name

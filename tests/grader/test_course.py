@@ -10,12 +10,11 @@ checkout's own is never written). Plain nbgrader grading of every lab: ``test_ro
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
 from course_grader import cells, course
-from tests.grader import CHECKOUT
+from tests.grader import CHECKOUT, copy_of_labs
 from tests.labtools import lab_files, mistake_fails
 
 LAB, SOURCE, RELEASE, MISTAKES_DIR, MISTAKES = lab_files("attention")[:5]
@@ -26,8 +25,7 @@ def _tree(folder) -> set[str]:
 
 
 def test_a_scratch_course_holds_the_configuration_and_sources_only(tmp_path):
-    labs = tmp_path / "labs"
-    shutil.copytree(CHECKOUT.labs, labs)
+    labs = copy_of_labs(tmp_path / "labs")
     (labs / "source" / LAB / ".ipynb_checkpoints").mkdir()
     (labs / "source" / LAB / ".ipynb_checkpoints" / "attention-checkpoint.ipynb").write_text("{}")
     before = _tree(labs)
@@ -121,8 +119,7 @@ def test_a_failing_nbgrader_command_raises_with_its_output(tmp_path):
 
 @pytest.mark.slow
 def test_generate_replaces_a_stale_release_and_release_differences_sees_it(tmp_path):
-    labs = tmp_path / "labs"
-    shutil.copytree(CHECKOUT.labs, labs, ignore=shutil.ignore_patterns("gradebook.db", "submitted", "autograded"))
+    labs = copy_of_labs(tmp_path / "labs")
     release = labs / "release" / LAB / RELEASE.name
     notebook = cells.load_notebook(release)
     notebook["cells"][0]["source"] = "edited by hand"
