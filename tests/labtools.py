@@ -22,7 +22,7 @@ def load_module(path: Path, name: str) -> ModuleType:
     return module
 
 
-labs_script = load_module(REPO / "scripts" / "labs.py", "labs_script")
+labs_script = importlib.import_module("course_grader.course")  # the instructor steps behind scripts/labs.py
 
 
 class LabFiles(NamedTuple):

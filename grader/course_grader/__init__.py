@@ -1,11 +1,19 @@
 """The instructor's side of the course: the nbgrader labs and grading submissions safely.
 
 * :mod:`.registry`: the labs, their assignment folders, notebooks and hidden checks.
+* :mod:`.cells`: what nbgrader's metadata says of a notebook's cells (solution, test, locked), read once.
+* :mod:`.course`: the labs' nbgrader course: scratch copies, releases, test submissions, plain
+  (unsandboxed) nbgrader grading of trusted submissions.
 * :mod:`.sandbox` (with :mod:`.sandbox_child` and :mod:`.protocol`): run untrusted student code in a
   fresh, isolated, limited process; exchange plain arrays with it, never pickles.
 * :mod:`.autograder`: grade a folder of submissions part by part, sandboxed, into nbgrader's gradebook.
 * :mod:`.feedback`: nbgrader's feedback notebooks, executed in the sandbox without the hidden tests.
+* :mod:`.bench`: the sandboxed grader's throughput.
+* :mod:`.cli`: the command lines behind ``scripts/labs.py``, ``scripts/grade.py`` and
+  ``scripts/bench_grading.py`` (also ``python -m course_grader labs|grade|bench``).
 
+Nothing here knows where a checkout keeps its labs or tests: the package finds its own folder and
+the hidden checks by import, and the front ends pass the checkout's folders.
 Installed by ``./course setup`` (``pip install -e grader``), not by the students' Colab set-up cell:
 students need only ``course_lib``, whose :mod:`course_lib.lab_checks` their kernels import.
 Linux only (namespaces, rlimits). This module imports nothing, so the sandbox's zygote stays small.

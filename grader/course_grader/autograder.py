@@ -18,8 +18,6 @@ Not covered: the feedback notebooks (nbgrader's execution, sandboxed: :mod:`~cou
 """
 from __future__ import annotations
 
-import ast
-import json
 import os
 import sys
 from collections.abc import Iterable
@@ -28,21 +26,14 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
+from . import cells
 from .registry import lab as find_lab
 from .sandbox import Limits, Sandbox, SandboxError
 
 __all__ = [
-    "NotebookResult", "SubmissionError", "criterion_source", "default_hidden_paths", "grade_batch", "grade_notebook", "graded_students",
-    "grading_device",
-    "load_notebook", "part_source", "record", "setup_source",
+    "NotebookResult", "criterion_source", "grade_batch", "grade_notebook", "graded_students", "grading_device",
+    "paths_hidden_from_students", "part_source", "record", "setup_source",
 ]
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO = PACKAGE_DIR.parent.parent
-
-
-class SubmissionError(Exception):
-    """A submission that cannot be graded at all (missing or corrupt notebook): that student scores 0."""
 
 
 @dataclass
@@ -56,52 +47,17 @@ class NotebookResult:
         return sum(score for score, _ in self.scores.values())
 
 
-def load_notebook(path: Path) -> dict:
-    """A notebook's JSON, or :class:`SubmissionError` saying why it cannot be read."""
-    try:
-        notebook = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SubmissionError(f"no notebook at {path}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SubmissionError(f"{Path(path).name} is not a valid notebook (corrupt JSON: {error})") from None
-    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
-        raise SubmissionError(f"{Path(path).name} is not a valid notebook (no list of cells)")
-    return notebook
-
-
-def _text(cell: dict) -> str:
-    source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else str(source)
-
-
-def _nbgrader(cell) -> dict:
-    meta = cell.get("metadata", {}) if isinstance(cell, dict) else {}
-    value = meta.get("nbgrader", {}) if isinstance(meta, dict) else {}
-    return value if isinstance(value, dict) else {}
-
-
 def setup_source(source_notebook: dict) -> str:
-    """The locked code cells of the instructor's notebook that are neither solutions nor tests (the imports)."""
-    return "\n\n".join(_text(cell) for cell in source_notebook["cells"]
-                       if cell.get("cell_type") == "code" and _nbgrader(cell).get("locked")
-                       and not _nbgrader(cell).get("solution") and not _nbgrader(cell).get("grade"))
-
-
-def _defines(code: str, names: Iterable[str]) -> bool:
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:  # keep a broken cell that looks like it defines a name: the sandbox reports the error
-        return any(f"def {name}(" in code for name in names)
-    defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    return bool(defined & set(names))
+    """The locked code cells of the instructor's notebook that are not test cells (the imports)."""
+    return "\n\n".join(cells.source(cell) for cell in source_notebook["cells"]
+                       if cells.is_code(cell) and cells.is_locked(cell) and not cells.is_grade(cell))
 
 
 def part_source(notebook: dict, names: Iterable[str]) -> str:
     """The student's solution cells that define any of ``names``, in notebook order."""
     names = list(names)
-    return "\n\n".join(_text(cell) for cell in notebook["cells"]
-                       if isinstance(cell, dict) and cell.get("cell_type") == "code"
-                       and _nbgrader(cell).get("solution") and _defines(_text(cell), names))
+    return "\n\n".join(cells.source(cell) for cell in notebook["cells"] if cells.is_code(cell)
+                       and cells.is_solution(cell) and cells.defines_any(cells.source(cell), names))
 
 
 def criterion_source(source_notebook: dict, notebook: dict, functions: Iterable[str]) -> str:
@@ -119,8 +75,8 @@ def grade_notebook(sandbox: Sandbox, module, notebook_path: Path, source_noteboo
     """
     scores = {c.grade_id: (0.0, float(c.points)) for c in module.RUBRIC}
     try:
-        notebook = load_notebook(notebook_path)
-    except SubmissionError as error:
+        notebook = cells.load_notebook(notebook_path)
+    except cells.NotebookError as error:  # that student scores 0, the others are graded
         return NotebookResult(scores, error=str(error))
     messages = {}
     for criterion in module.RUBRIC:
@@ -171,10 +127,16 @@ def record(gradebook, lab: str, notebook: str, student: str, result: NotebookRes
 
 # --- batches ----------------------------------------------------------------------------------
 
-def default_hidden_paths(*extra: Path) -> list[Path]:
-    """What a sandboxed part must not see: the hidden checks, the labs' sources, the tests, plus ``extra``."""
-    checks = Path(find_lab("attention").checks.__file__).resolve().parent  # course_lib/lab_checks
-    return [PACKAGE_DIR, checks, REPO / "labs", REPO / "tests", *(Path(p).resolve() for p in extra)]
+def paths_hidden_from_students(*extra: Path, submissions: Iterable[Path] = ()) -> list[Path]:
+    """What a sandboxed part must not see: this package and the hidden checks (both found by import),
+    the caller's private folders ``extra`` (the checkout's lab sources and tests, the course, the
+    outputs) and the folder of every submission, ``FOLDER/<student>/<lab>/<notebook>.ipynb``
+    (everyone's work)."""
+    import course_lib.lab_checks
+
+    checks = Path(course_lib.lab_checks.__file__).resolve().parent
+    folders = {Path(path).resolve().parents[2] for path in submissions}
+    return [Path(__file__).resolve().parent, checks, *(Path(p).resolve() for p in extra), *sorted(folders)]
 
 
 _worker: dict = {}
@@ -209,7 +171,9 @@ def grade_batch(course_dir: Path, lab: str, submissions: dict[str, Path], *, wor
     """Grade ``{student: notebook path}`` into ``course_dir/gradebook.db``; return the results of this run.
 
     The lab must already be in the gradebook (``nbgrader generate_assignment``). Students already
-    fully graded are skipped. ``workers=0`` grades in this process (with one sandbox), for tests.
+    fully graded are skipped. ``hidden_paths``: the caller's folders that student code must not see,
+    beyond :func:`paths_hidden_from_students`' own (the checkout's ``labs`` and ``tests``).
+    ``workers=0`` grades in this process (with one sandbox), for tests.
     ``device`` (default :func:`grading_device`): on ``"cuda"``, student code runs on the GPU, one
     part at a time across all workers (a lock file in ``course_dir``). The sandboxes' warnings
     about weakened isolation are added to ``warnings``.
@@ -222,11 +186,10 @@ def grade_batch(course_dir: Path, lab: str, submissions: dict[str, Path], *, wor
     warnings = warnings if warnings is not None else set()
     course_dir = Path(course_dir).resolve()
     source_notebook = source_notebook or course_dir / "source" / lab / f"{notebook}.ipynb"
-    source = load_notebook(source_notebook)
+    source = cells.load_notebook(source_notebook)
     if os.geteuid() == 0:
         course_dir.chmod(0o700)  # the sandbox's uids must not read the gradebook even without mount namespaces
-    hidden = default_hidden_paths(course_dir, *{Path(p).resolve().parent.parent.parent for p in submissions.values()},
-                                  *hidden_paths)
+    hidden = paths_hidden_from_students(course_dir, *hidden_paths, submissions=submissions.values())
     grade_ids = [c.grade_id for c in module.RUBRIC]
     results: dict[str, NotebookResult] = {}
     gpu_lock = course_dir / ".gpu.lock"  # inside the course folder: hidden from every sandboxed part

@@ -21,22 +21,25 @@ For each graded notebook:
 
 A submission that cannot be executed (a timeout, a crash) still gets a feedback notebook: its
 cells without outputs, with the verdicts and a note saying why. Not covered: scores, the text
-summary (``scripts/grade.py``).
+summary (:mod:`~course_grader.cli`).
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sandbox import Limits, Sandbox, SandboxError
+from . import cells
+from .cells import multiline_text
+from .autograder import paths_hidden_from_students
+from .course import run_nbgrader
 from .protocol import safe_text
+from .registry import lab as find_lab
+from .sandbox import Limits, Sandbox, SandboxError
 
 __all__ = [
     "DEFAULT_OUTPUT_BYTES", "FEEDBACK_LIMITS", "FeedbackError", "cap_outputs", "execute_submission",
@@ -64,13 +67,6 @@ class _Course:
     files: dict[str, bytes]  # relative path -> content of the throwaway course
 
 
-def _nbgrader_cli(course_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    """``nbgrader ARGS`` in ``course_dir``, trusted (no student code runs in these commands)."""
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    return subprocess.run([sys.executable, "-m", "nbgrader", *args], check=False, cwd=course_dir, env=env, timeout=900,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def throwaway_course(release_dir: Path, lab: str, work: Path) -> _Course:
     """A course whose *source* is the release of ``lab``: its gradebook holds no hidden test.
 
@@ -84,7 +80,7 @@ def throwaway_course(release_dir: Path, lab: str, work: Path) -> _Course:
         'c = get_config()  # noqa: F821\nc.CourseDirectory.course_id = "feedback"\n'
         'c.CourseDirectory.db_url = "sqlite:///gradebook.db"\n'
         f"c.Execute.timeout = {CELL_TIMEOUT}\n", encoding="utf-8")
-    done = _nbgrader_cli(course, "generate_assignment", lab, "--force")
+    done = run_nbgrader(course, "generate_assignment", lab, "--force")  # trusted: no student code runs
     if done.returncode != 0:
         raise RuntimeError(f"could not build the feedback course for {lab}:\n{done.stdout[-3000:]}")
     files = {"nbgrader_config.py": (course / "nbgrader_config.py").read_bytes(),
@@ -129,12 +125,6 @@ def execute_submission(sandbox: Sandbox, course: _Course, notebook: str, submiss
 
 # --- trusted rebuild ------------------------------------------------------------------------
 
-def _text(value) -> str:
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return "".join(value)
-    return value if isinstance(value, str) else ""
-
-
 def _cut(text: str, budget: int) -> tuple[str, int]:
     """``text`` cut to at most ``budget`` UTF-8 bytes; and how many bytes were cut."""
     data = text.encode("utf-8", "replace")
@@ -156,7 +146,7 @@ def cap_outputs(outputs, max_bytes: int = DEFAULT_OUTPUT_BYTES) -> list[dict]:
     for output in outputs[:10_000] if isinstance(outputs, list) else []:
         kind = output.get("output_type") if isinstance(output, dict) else None
         if kind == "stream":
-            text, cut = _cut(_text(output.get("text")), budget)
+            text, cut = _cut(multiline_text(output.get("text")), budget)
             if text:
                 kept.append({"output_type": "stream", "name": "stderr" if output.get("name") == "stderr"
                              else "stdout", "text": text})
@@ -164,14 +154,15 @@ def cap_outputs(outputs, max_bytes: int = DEFAULT_OUTPUT_BYTES) -> list[dict]:
         elif kind == "error":
             lines = output.get("traceback")
             trace = "\n".join(line for line in lines if isinstance(line, str)) if isinstance(lines, list) else ""
-            text, cut = _cut(trace or f"{_text(output.get('ename'))}: {_text(output.get('evalue'))}", budget)
-            kept.append({"output_type": "error", "ename": safe_text(_text(output.get("ename")), 100),
-                         "evalue": _cut(_text(output.get("evalue")), 1000)[0], "traceback": text.split("\n")})
+            summary = f"{multiline_text(output.get('ename'))}: {multiline_text(output.get('evalue'))}"
+            text, cut = _cut(trace or summary, budget)
+            kept.append({"output_type": "error", "ename": safe_text(multiline_text(output.get("ename")), 100),
+                         "evalue": _cut(multiline_text(output.get("evalue")), 1000)[0], "traceback": text.split("\n")})
             budget, hidden = budget - len(text.encode()), hidden + cut
         elif kind in ("execute_result", "display_data") and isinstance(output.get("data"), dict):
             data = {}
             for mime in SHOWN_DATA:
-                value = _text(output["data"].get(mime))
+                value = multiline_text(output["data"].get(mime))
                 size = len(value.encode())
                 if value and mime != "text/plain" and size <= budget:
                     data[mime], budget = value, budget - size
@@ -189,13 +180,6 @@ def cap_outputs(outputs, max_bytes: int = DEFAULT_OUTPUT_BYTES) -> list[dict]:
     if hidden:
         kept.append({"output_type": "stream", "name": "stderr", "text": f"[output truncated: {hidden} bytes not shown]\n"})
     return kept
-
-
-def _grade_id(cell) -> str | None:
-    meta = cell.get("metadata") if isinstance(cell, dict) else None
-    nbgrader = meta.get("nbgrader") if isinstance(meta, dict) else None
-    grade_id = nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
-    return grade_id if isinstance(grade_id, str) else None
 
 
 def _verdict(grade_id: str, result, description: str) -> dict:
@@ -220,43 +204,43 @@ def feedback_notebook(executed: dict | None, submitted: dict, release: dict, res
     come back at the end. ``result``'s verdicts are appended to the graded cells; ``note`` (why
     the notebook was not run) opens the notebook.
     """
-    trusted = {g: c for c in release["cells"] if (g := _grade_id(c))}
+    trusted = {g: c for c in release["cells"] if (g := cells.grade_id(c))}
     descriptions = {c.grade_id: c.description for c in rubric}
-    cells, seen = [], set()
+    shown, seen = [], set()
     if note:
-        cells.append({"cell_type": "markdown", "metadata": {}, "source": f"**Note from the grader:** {note}"})
+        shown.append({"cell_type": "markdown", "metadata": {}, "source": f"**Note from the grader:** {note}"})
     source_cells = (executed or submitted).get("cells")
     for cell in (source_cells if isinstance(source_cells, list) else [])[:MAX_CELLS]:
         kind = cell.get("cell_type") if isinstance(cell, dict) else None
         if kind not in ("code", "markdown"):
             continue
-        grade_id = _grade_id(cell)
+        grade_id = cells.grade_id(cell)
         if grade_id in trusted and grade_id not in seen:
             seen.add(grade_id)
             model = trusted[grade_id]
-            solution = model["metadata"]["nbgrader"].get("solution")
-            kind, metadata = model["cell_type"], {"nbgrader": dict(model["metadata"]["nbgrader"])}
-            text = _text(cell.get("source")) if solution else _text(model["source"])
+            kind, metadata = model["cell_type"], {"nbgrader": dict(cells.nbgrader_metadata(model))}
+            text = cells.source(cell if cells.is_solution(model) else model)
         else:
-            metadata, text = {}, _text(cell.get("source"))
+            metadata, text = {}, cells.source(cell)
         text, cut = _cut(text, MAX_SOURCE_BYTES)
         new = {"cell_type": kind, "metadata": metadata, "source": text + (f"\n# [{cut} more bytes not shown]" if cut else "")}
         if kind == "code":
             new["outputs"] = cap_outputs(cell.get("outputs"), max_output_bytes) if executed is not None else []
             count = cell.get("execution_count") if executed is not None else None
             new["execution_count"] = count if type(count) is int else None
-        cells.append(new)
+        shown.append(new)
     for grade_id, model in trusted.items():  # deleted graded cells: shown with their verdict
         if grade_id not in seen and grade_id in descriptions:
-            cells.append({"cell_type": model["cell_type"], "metadata": {"nbgrader": dict(model["metadata"]["nbgrader"])},
-                          "source": _text(model["source"]), "outputs": [], "execution_count": None})
-    for cell in cells:
-        grade_id = _grade_id(cell)
+            metadata = {"nbgrader": dict(cells.nbgrader_metadata(model))}
+            shown.append({"cell_type": model["cell_type"], "metadata": metadata, "source": cells.source(model),
+                          "outputs": [], "execution_count": None})
+    for cell in shown:
+        grade_id = cells.grade_id(cell)
         if grade_id in descriptions and cell["cell_type"] == "code":
             cell["outputs"].append(_verdict(grade_id, result, descriptions[grade_id]))
-    for number, cell in enumerate(cells):
+    for number, cell in enumerate(shown):
         cell["id"] = f"cell-{number}"
-    return {"cells": cells, "metadata": {k: release["metadata"][k] for k in ("kernelspec", "language_info")
+    return {"cells": shown, "metadata": {k: release["metadata"][k] for k in ("kernelspec", "language_info")
                                          if k in release.get("metadata", {})},
             "nbformat": 4, "nbformat_minor": 5}
 
@@ -273,12 +257,8 @@ def write_feedback_notebooks(course_dir: Path, lab: str, module, results: dict, 
     student version). Returns ``{student: note}`` for students whose feedback notebook is
     missing or was made without running their notebook (corrupt submissions, timeouts, ...).
     """
-    from .autograder import SubmissionError, default_hidden_paths, load_notebook
-    from .registry import lab as find_lab
-
     course_dir, notebook = Path(course_dir).resolve(), find_lab(lab).notebook
-    hidden = default_hidden_paths(course_dir, out, *{Path(p).resolve().parent.parent.parent
-                                                     for p in submissions.values()}, *hidden_paths)
+    hidden = paths_hidden_from_students(course_dir, out, *hidden_paths, submissions=submissions.values())
     notes: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as work:
         course = throwaway_course(course_dir / "release" / lab, lab, Path(work))
@@ -290,9 +270,9 @@ def write_feedback_notebooks(course_dir: Path, lab: str, module, results: dict, 
                 notes[student] = f"no feedback notebook: {result.error}"
                 return
             try:
-                submitted = load_notebook(submissions[student])
+                submitted = cells.load_notebook(submissions[student])
                 raw = Path(submissions[student]).read_bytes()
-            except (SubmissionError, OSError) as error:
+            except (cells.NotebookError, OSError) as error:
                 notes[student] = f"no feedback notebook: {error}"
                 return
             executed, note = None, None
@@ -310,7 +290,7 @@ def write_feedback_notebooks(course_dir: Path, lab: str, module, results: dict, 
             list(pool.map(lambda s: one(sandbox, s), students))
             if warnings is not None:
                 warnings.update(sandbox.warnings)
-    rendered = _nbgrader_cli(course_dir, "generate_feedback", lab, "--force", "--HTMLExporter.sanitize_html=True")
+    rendered = run_nbgrader(course_dir, "generate_feedback", lab, "--force", "--HTMLExporter.sanitize_html=True")
     for student in students:
         html = course_dir / "feedback" / student / lab / f"{notebook}.html"
         if html.is_file():

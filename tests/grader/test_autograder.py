@@ -1,46 +1,39 @@
-"""The sandboxed autograder's notebook handling and its instructor command, ``scripts/grade.py``.
+"""The sandboxed autograder (:mod:`course_grader.autograder`): which code a graded part gets, and what is hidden.
 
 Fast tests pin which code a graded part receives: the trusted set-up cell of the *source*
 notebook and the student's solution cells that define the part's functions, nothing else (no
-test cells, no other solutions). The slow test runs the command line end to end with two
-workers: scores in ``grades.csv`` and the gradebook, text feedback with hints but no hidden test
-source, and a rerun that grades nobody twice. The HTML feedback: ``test_feedback.py``.
+test cells, no other solutions); the lab's references stand in for the other functions; and what
+the sandbox hides is found by import plus what the caller names, never guessed from a checkout.
+The slow test grades every lab's known mistakes through its rubric. The command line that drives
+it end to end: ``test_cli.py``; the HTML feedback: ``test_feedback.py``.
 """
 from __future__ import annotations
 
-import ast
-import csv
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from course_grader import autograder
+import course_grader
+import course_lib.lab_checks
+from course_grader import autograder, cells, course
 from course_grader.registry import LABS
 from course_grader.registry import lab as find_lab
 from course_grader.sandbox import Limits, Sandbox
 from course_lib.lab_checks import attention as attention_checks
-from tests.labtools import lab_files, labs_script, load_module
-from tests.paths import FIXTURES, REPO
+from tests.grader import CHECKOUT
+from tests.labtools import lab_files, mistake_fails
 
 LAB, SOURCE, RELEASE = lab_files("attention")[:3]
-POINTS = {c.grade_id: float(c.points) for c in attention_checks.RUBRIC}
-
-
-def test_the_registry_finds_each_lab_by_assignment_or_topic():
-    assert find_lab(LAB).checks is attention_checks and find_lab("attention").assignment == LAB
 
 
 def test_setup_comes_from_the_locked_cell_of_the_source_notebook():
-    setup = autograder.setup_source(autograder.load_notebook(SOURCE))
+    setup = autograder.setup_source(cells.load_notebook(SOURCE))
     assert "import torch" in setup
     assert "attention_checks" not in setup and "def " not in setup  # no hidden tests, no solutions
 
 
 def test_a_part_gets_only_the_solution_cells_defining_its_functions():
-    notebook = autograder.load_notebook(RELEASE)
+    notebook = cells.load_notebook(RELEASE)
     code = autograder.part_source(notebook, ["causal_mask"])
     assert code.startswith("def causal_mask(size):") and "def split_heads" not in code
     assert "assert" not in code  # test cells are never sent
@@ -49,8 +42,15 @@ def test_a_part_gets_only_the_solution_cells_defining_its_functions():
     assert autograder.part_source(notebook, ["causal_mask"]).endswith("def causal_mask(size:\n    pass")
 
 
+def test_a_malformed_solution_cell_is_left_out_not_a_crash_of_the_batch():
+    notebook = cells.load_notebook(RELEASE)
+    notebook["cells"][:0] = [{"cell_type": "code", "metadata": {"nbgrader": {"solution": True}},
+                              "source": ["def causal_mask(size):\n", 1]}, "not a cell", None]
+    assert autograder.part_source(notebook, ["causal_mask"]).startswith("def causal_mask(size):")
+
+
 def test_a_part_runs_set_up_then_the_students_cells_only():
-    source, notebook = autograder.load_notebook(SOURCE), autograder.load_notebook(RELEASE)
+    source, notebook = cells.load_notebook(SOURCE), cells.load_notebook(RELEASE)
     notebook["cells"].append({"cell_type": "code", "metadata": {"nbgrader": {"solution": True}},
                               "source": "def causal_mask(size):\n    return 'mine'"})
     code = autograder.criterion_source(source, notebook, ["causal_mask"])
@@ -78,10 +78,12 @@ def test_a_sandboxed_part_gets_the_references_of_the_other_functions_around_the_
                 part.function("split_heads")(torch.ones(1), 1)
 
 
-def _fails(mistake: Path) -> set[str]:
-    tree = ast.parse(mistake.read_text(encoding="utf-8"))
-    return set(ast.literal_eval(next(n.value for n in tree.body
-                                     if isinstance(n, ast.Assign) and n.targets[0].id == "FAILS")))
+def test_what_the_sandbox_hides_is_found_by_import_plus_what_the_caller_names(tmp_path):
+    package, checks = Path(course_grader.__file__).parent, Path(course_lib.lab_checks.__file__).parent
+    assert autograder.paths_hidden_from_students() == [package.resolve(), checks.resolve()]  # no checkout guessed
+    submissions = [tmp_path / "subs" / student / LAB / RELEASE.name for student in ("ada", "bob")]
+    hidden = autograder.paths_hidden_from_students(*CHECKOUT.private, tmp_path / "out", submissions=submissions)
+    assert hidden[2:] == [p.resolve() for p in CHECKOUT.private] + [tmp_path / "out", tmp_path / "subs"]
 
 
 @pytest.mark.slow
@@ -90,64 +92,14 @@ def test_the_sandboxed_grader_serves_every_lab_through_its_rubric(lab, tmp_path)
     """Each lab's solution scores full marks and each known mistake loses exactly its cells."""
     module, files = find_lab(lab).checks, lab_files(lab)
     mistakes = files.mistakes_dir
-    source = autograder.load_notebook(files.source)
-    students = labs_script.write_submissions(lab, mistakes, tmp_path)
-    with Sandbox(Limits(wall_seconds=30), autograder.default_hidden_paths(), rubric=module.__name__) as box:
+    source = cells.load_notebook(files.source)
+    students = course.write_submissions(lab, mistakes, tmp_path, CHECKOUT.labs)
+    hidden = autograder.paths_hidden_from_students(*CHECKOUT.private)
+    with Sandbox(Limits(wall_seconds=30), hidden, rubric=module.__name__) as box:
         results = {s: autograder.grade_notebook(box, module, path, source) for s, path in students.items()}
     points = {c.grade_id: float(c.points) for c in module.RUBRIC}
     assert results["solution"].scores == {g: (p, p) for g, p in points.items()}, results["solution"].messages
     assert results["stub"].total == 0
     for mistake in mistakes.glob("*.py"):
         lost = {g for g, (score, _) in results[mistake.stem].scores.items() if score == 0}
-        assert lost == _fails(mistake), (mistake.stem, results[mistake.stem].messages)
-
-
-def test_the_command_warns_on_stderr_only_when_isolation_is_weakened(capsys):
-    grade_script = load_module(REPO / "scripts" / "grade.py", "grade_script")
-
-    grade_script.print_warnings(set())
-    assert capsys.readouterr().err == ""
-    grade_script.print_warnings({"no net namespace (unshare failed): the sandbox is weaker"})
-    err = capsys.readouterr().err
-    assert err.startswith("WARNING: the sandbox's isolation was weakened") and "no net namespace" in err
-
-
-@pytest.mark.parametrize("text, phrase", [('{"cells": [', "corrupt JSON"), ("[1, 2]", "no list of cells"),
-                                          (None, "no notebook at")])
-def test_unreadable_notebooks_raise_a_clear_submission_error(tmp_path, text, phrase):
-    path = tmp_path / "nb.ipynb"
-    if text is not None:
-        path.write_text(text)
-    with pytest.raises(autograder.SubmissionError, match=phrase):
-        autograder.load_notebook(path)
-
-
-@pytest.mark.slow
-def test_grade_command_end_to_end_and_rerun(tmp_path):
-    run = [sys.executable, str(REPO / "scripts" / "labs.py"), "submissions", LAB,
-           str(FIXTURES / "labs" / "attention"), str(tmp_path / "subs")]
-    subprocess.run(run, check=True, timeout=120, capture_output=True)
-    for student in list((tmp_path / "subs").iterdir()):
-        if student.name not in ("solution", "stub", "no_scaling"):
-            subprocess.run(["rm", "-r", str(student)], check=True)
-    (tmp_path / "subs" / "broken" / LAB).mkdir(parents=True)
-    (tmp_path / "subs" / "broken" / LAB / RELEASE.name).write_text("not json")
-    grade = [sys.executable, str(REPO / "scripts" / "grade.py"), str(tmp_path / "subs"), "--out", str(tmp_path / "out"),
-             "--no-feedback"]  # the HTML feedback has its own slow tests (test_feedback.py)
-    first = subprocess.run(grade, timeout=300, capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "broken" in first.stdout and "not a valid notebook" in first.stdout
-    with open(tmp_path / "out" / "grades.csv", newline="") as f:
-        scores = {row["student_id"]: float(row["score"]) for row in csv.DictReader(f)}
-    assert scores == {"solution": 12.0, "stub": 0.0, "no_scaling": 10.0, "broken": 0.0}
-    feedback = (tmp_path / "out" / "feedback" / "no_scaling" / f"{LAB}.txt").read_text()
-    assert "10 / 12 points" in feedback and "Hint: you forgot to divide the scores by √d" in feedback
-    assert "attention_checks.check" not in feedback and "def check_" not in feedback
-    assert not (tmp_path / "out" / "feedback" / "no_scaling" / LAB).exists()  # --no-feedback: no HTML
-
-    second = subprocess.run(grade, timeout=300, capture_output=True, text=True)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert LAB not in second.stdout.replace(str(tmp_path), "")  # nobody graded twice
-    with open(tmp_path / "out" / "grades.csv", newline="") as f:
-        assert {row["student_id"]: float(row["score"]) for row in csv.DictReader(f)} == scores
-    json.loads((tmp_path / "out" / "course" / "source" / LAB / RELEASE.name).read_text())  # course dir intact
+        assert lost == set(mistake_fails(mistake)), (mistake.stem, results[mistake.stem].messages)

@@ -19,12 +19,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_grader import autograder, feedback
-from course_lib.lab_checks import attention as attention_checks
-from tests.labtools import lab_files, labs_script
-from tests.paths import FIXTURES, REPO
+from course_grader import autograder, cells, course, feedback
 from course_grader.autograder import NotebookResult
 from course_grader.sandbox import Limits
+from course_lib.lab_checks import attention as attention_checks
+from tests.grader import CHECKOUT
+from tests.labtools import lab_files
+from tests.paths import FIXTURES
 
 
 LAB, SOURCE, RELEASE = lab_files("attention")[:3]
@@ -81,7 +82,7 @@ def _result(failed: dict[str, str]) -> NotebookResult:
 
 
 def _cell(notebook: dict, grade_id: str) -> dict:
-    return next(c for c in notebook["cells"] if feedback._grade_id(c) == grade_id)
+    return next(c for c in notebook["cells"] if cells.grade_id(c) == grade_id)
 
 
 def test_test_cells_show_the_release_source_and_end_with_the_verdict():
@@ -90,17 +91,17 @@ def test_test_cells_show_the_release_source_and_end_with_the_verdict():
     tampered["source"] = "print('my own test')"
     tampered["outputs"] = [_stream("my own test\n")]
     executed["cells"].append(json.loads(json.dumps(tampered)))  # a duplicated test cell
-    executed["cells"] = [c for c in executed["cells"] if feedback._grade_id(c) != "test_causal_mask"]  # deleted
+    executed["cells"] = [c for c in executed["cells"] if cells.grade_id(c) != "test_causal_mask"]  # deleted
     message = f"the weights equal softmax(QKᵀ)\n{HINT} (d = q.shape[-1])"
     made = feedback.feedback_notebook(executed, executed, _release(), _result({"test_sdpa_scaling": message}),
                                       attention_checks.RUBRIC)
     nbformat.validate(nbformat.from_dict(made))
     scaling = _cell(made, "test_sdpa_scaling")
-    assert scaling["source"] == feedback._text(_cell(_release(), "test_sdpa_scaling")["source"])
+    assert scaling["source"] == cells.source(_cell(_release(), "test_sdpa_scaling"))
     assert scaling["outputs"][0] == _stream("my own test\n")  # what nbgrader's run printed stays
     assert scaling["outputs"][-1]["ename"] == "HiddenTestsFailed" and HINT in "\n".join(scaling["outputs"][-1]["traceback"])
     assert "0 / 2 points" in scaling["outputs"][-1]["traceback"][0]
-    assert sum(feedback._grade_id(c) == "test_sdpa_scaling" for c in made["cells"]) == 1  # duplicate lost its id
+    assert sum(cells.grade_id(c) == "test_sdpa_scaling" for c in made["cells"]) == 1  # duplicate lost its id
     assert made["cells"][-1]["source"].startswith("expected = torch.tensor")  # the deleted test cell is back
     assert "Hidden tests passed: 1 / 1 points" in made["cells"][-1]["outputs"][-1]["text"]
     assert not any(marker in json.dumps(made) for marker in HIDDEN_SOURCE)
@@ -167,31 +168,31 @@ def _rows(database: Path) -> dict:
 def made(tmp_path_factory):
     """Lab 01 graded for a failing student, an attacker and a corrupt notebook; then their feedback."""
     root = tmp_path_factory.mktemp("feedback")
-    course = labs_script.scratch_course(root / "course")
-    labs_script.generate_release(course, LAB)
-    solutions = labs_script.solution_code(SOURCE)
-    mistake = labs_script.mistake_code(FIXTURES / "labs" / "attention" / "no_scaling.py", solutions)
+    course_dir = course.scratch_course(root / "course", CHECKOUT.labs)
+    course.generate_release(course_dir, LAB)
+    solutions = course.solution_code(SOURCE)
+    mistake = course.mistake_code(FIXTURES / "labs" / "attention" / "no_scaling.py", solutions)
     attack = ATTACK
-    for name, value in {"GRADEBOOK": course / "gradebook.db", "CHECKS": Path(attention_checks.__file__),
-                        "SOURCE_NOTEBOOK": course / "source" / LAB / SOURCE.name}.items():
+    for name, value in {"GRADEBOOK": course_dir / "gradebook.db", "CHECKS": Path(attention_checks.__file__),
+                        "SOURCE_NOTEBOOK": course_dir / "source" / LAB / SOURCE.name}.items():
         attack = attack.replace("{" + name + "}", str(value))
     submissions = {}
-    for student, notebook in (("no_scaling", labs_script.fill_solutions(RELEASE, {**solutions, **mistake})),
-                              ("attacker", labs_script.fill_solutions(RELEASE, {**solutions, "causal_mask": attack})),
+    for student, notebook in (("no_scaling", course.fill_solutions(RELEASE, {**solutions, **mistake})),
+                              ("attacker", course.fill_solutions(RELEASE, {**solutions, "causal_mask": attack})),
                               ("corrupt", '{"cells": [')):
         path = root / "subs" / student / LAB / RELEASE.name
         path.parent.mkdir(parents=True)
         path.write_text(notebook if isinstance(notebook, str) else json.dumps(notebook), encoding="utf-8")
         submissions[student] = path
-    results = autograder.grade_batch(course, LAB, submissions, workers=0, progress=False,
-                                     limits=Limits(wall_seconds=20))
-    before = _rows(course / "gradebook.db")
+    results = autograder.grade_batch(course_dir, LAB, submissions, workers=0, progress=False,
+                                     limits=Limits(wall_seconds=20), hidden_paths=CHECKOUT.private)
+    before = _rows(course_dir / "gradebook.db")
     start = time.monotonic()
-    notes = feedback.write_feedback_notebooks(course, LAB, attention_checks, results, submissions, root / "out",
-                                              workers=2, max_output_bytes=64 << 10)
+    notes = feedback.write_feedback_notebooks(course_dir, LAB, attention_checks, results, submissions, root / "out",
+                                              workers=2, max_output_bytes=64 << 10, hidden_paths=CHECKOUT.private)
     elapsed = time.monotonic() - start
     html = {s: (root / "out" / s / LAB / f"{NOTEBOOK}.html") for s in submissions}
-    return {"course": course, "results": results, "notes": notes, "before": before, "html": html,
+    return {"course": course_dir, "results": results, "notes": notes, "before": before, "html": html,
             "elapsed": elapsed}
 
 
@@ -231,36 +232,6 @@ def test_no_sandboxed_process_is_left_and_the_cost_is_reported(made):
     print(f"feedback for 2 executed submissions (2 workers): {made['elapsed']:.1f} s")
 
 
-# --- the instructor command's wiring ----------------------------------------------------------
-
-@pytest.mark.parametrize("flags, runs", [([], True), (["--no-feedback"], False)])
-def test_the_command_makes_feedback_unless_told_not_to_and_hides_its_output_folder(tmp_path, monkeypatch, flags, runs):
-    import grade as grade_script  # scripts/grade.py
-
-    calls = {}
-    graded = {"ada": NotebookResult({g: (p, p) for g, p in POINTS.items()})}
-    monkeypatch.setattr(grade_script.labs, "scratch_course", lambda course: course.mkdir(parents=True))
-    monkeypatch.setattr(grade_script.labs, "generate_release", lambda course, lab: None)
-    monkeypatch.setattr(grade_script.labs, "nbgrader", lambda *args: "")
-    monkeypatch.setattr(grade_script.autograder, "grade_batch",
-                        lambda *args, **kwargs: calls.setdefault("grade", kwargs) and graded)
-    monkeypatch.setattr(grade_script.feedback, "write_feedback_notebooks",
-                        lambda *args, **kwargs: calls.setdefault("feedback", (args, kwargs)) and {"ada": "a note"})
-    (tmp_path / "subs" / "ada" / LAB).mkdir(parents=True)
-    out = tmp_path / "out"
-    assert grade_script.main([str(tmp_path / "subs"), "--out", str(out), "--output-bytes", "100", *flags]) == 0
-    assert calls["grade"]["hidden_paths"] == [out.resolve()]  # everyone's grades, out of student code's sight
-    assert ("feedback" in calls) == runs
-    text = (out / "feedback" / "ada" / f"{LAB}.txt").read_text()
-    if runs:
-        args, kwargs = calls["feedback"]
-        assert args[1] == LAB and args[3] == graded and args[5] == out.resolve() / "feedback"
-        assert kwargs["max_output_bytes"] == 100 and kwargs["hidden_paths"] == [out.resolve()]
-        assert "Feedback notebook: a note" in text
-    else:
-        assert "Feedback notebook" not in text
-
-
 @pytest.mark.slow
 def test_a_run_past_its_deadline_is_killed_and_reported_for_that_student():
     from tests.grader.test_sandbox import wait_for_no_sandbox_processes
@@ -268,7 +239,7 @@ def test_a_run_past_its_deadline_is_killed_and_reported_for_that_student():
     from course_grader.sandbox import Sandbox
 
     course = feedback._Course(LAB, {}, {"nbgrader_config.py": b"c = get_config()\n"})
-    with Sandbox(Limits(wall_seconds=3), autograder.default_hidden_paths()) as box:
+    with Sandbox(Limits(wall_seconds=3), autograder.paths_hidden_from_students(*CHECKOUT.private)) as box:
         box.command(["/bin/true"], {}, [])  # the zygote's start-up is not part of the deadline
         start = time.monotonic()
         with pytest.raises(feedback.FeedbackError, match="running the notebook stopped: .*longer than 3 s"):

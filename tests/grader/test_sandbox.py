@@ -25,7 +25,7 @@ import pytest
 import torch
 from nbgrader.api import MissingEntry
 
-from course_grader import autograder, sandbox
+from course_grader import autograder, cells, course, sandbox
 from course_grader import protocol as sandbox_protocol
 from course_lib.lab_checks import attention as attention_checks
 from course_grader.sandbox import (
@@ -37,8 +37,9 @@ from course_grader.sandbox import (
     SandboxTimeout,
 )
 
-from tests.labtools import lab_files, labs_script
-from tests.paths import FIXTURES, REPO
+from tests.grader import CHECKOUT
+from tests.labtools import lab_files, mistake_fails
+from tests.paths import FIXTURES
 
 LAB, SOURCE, RELEASE, MISTAKES_DIR = lab_files("attention")[:4]
 ATTACKS = sorted((FIXTURES / "attacks").glob("*.py"))
@@ -287,7 +288,7 @@ def _attack_notebook(attack: Path, paths: dict[str, str]) -> dict:
         text = text.replace("{" + name + "}", value)
     target = next(ast.literal_eval(node.value) for node in ast.parse(text).body
                   if isinstance(node, ast.Assign) and node.targets[0].id == "TARGET")
-    return labs_script.fill_solutions(RELEASE, {**labs_script.solution_code(SOURCE), target: text})
+    return course.fill_solutions(RELEASE, {**course.solution_code(SOURCE), target: text})
 
 
 def _lost(attack: Path) -> set[str]:
@@ -310,58 +311,56 @@ def _write(path: Path, notebook: dict | str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def course(tmp_path_factory):
+def graded_course(tmp_path_factory):
     """A scratch nbgrader course with lab 01 generated, honest students graded first."""
     root = tmp_path_factory.mktemp("sandboxed_grading")
-    course_dir = labs_script.scratch_course(root / "course")
-    labs_script.generate_release(course_dir, LAB)
-    honest = labs_script.write_submissions(LAB, MISTAKES_DIR, root / "honest")
+    course_dir = course.scratch_course(root / "course", CHECKOUT.labs)
+    course.generate_release(course_dir, LAB)
+    honest = course.write_submissions(LAB, MISTAKES_DIR, root / "honest", CHECKOUT.labs)
     results = autograder.grade_batch(course_dir, LAB, honest, workers=0, progress=False,
-                                     limits=Limits(wall_seconds=20))
+                                     limits=Limits(wall_seconds=20), hidden_paths=CHECKOUT.private)
     return {"root": root, "course": course_dir, "honest": honest, "results": results}
 
 
 @pytest.mark.slow
-def test_honest_submissions_score_as_under_plain_nbgrader(course):
-    results = course["results"]
+def test_honest_submissions_score_as_under_plain_nbgrader(graded_course):
+    results = graded_course["results"]
     assert results["solution"].scores == {g: (p, p) for g, p in POINTS.items()}
     assert results["stub"].total == 0
     for mistake in MISTAKES_DIR.glob("*.py"):
-        fails = set(ast.literal_eval(next(n.value for n in ast.parse(mistake.read_text()).body
-                                          if isinstance(n, ast.Assign) and n.targets[0].id == "FAILS")))
+        fails = set(mistake_fails(mistake))
         lost = {g for g, (score, _) in results[mistake.stem].scores.items() if score == 0}
         assert lost == fails, mistake.stem
         for grade_id in fails:
             assert "\nHint: " in results[mistake.stem].messages[grade_id]
-    assert labs_script.read_scores(course["course"], LAB)["solution"] == {g: (p, p) for g, p in POINTS.items()}
+    assert course.read_scores(graded_course["course"], LAB)["solution"] == {g: (p, p) for g, p in POINTS.items()}
 
 
 @pytest.mark.slow
-def test_every_attack_is_contained(course):
-    root, course_dir = course["root"], course["course"]
+def test_every_attack_is_contained(graded_course):
+    root, course_dir = graded_course["root"], graded_course["course"]
     before = _rows(course_dir / "gradebook.db")
     paths = {"GRADEBOOK": str(course_dir / "gradebook.db"), "SOURCE_NOTEBOOK": str(SOURCE),
-             "CHECKS": str(Path(attention_checks.__file__)), "OTHER_SUBMISSION": str(course["honest"]["solution"])}
+             "CHECKS": str(Path(attention_checks.__file__)), "OTHER_SUBMISSION": str(graded_course["honest"]["solution"])}
     attacks = {a.stem: _write(root / "attacks" / a.stem / LAB / RELEASE.name, _attack_notebook(a, paths))
                for a in ATTACKS if ROOT or a.stem not in NEEDS_ROOT}
     # A shipped torch.py / numpy.py next to a correct notebook must change nothing.
     shipped = _write(root / "attacks" / "shipped_torch" / LAB / RELEASE.name,
-                     labs_script.fill_solutions(RELEASE, labs_script.solution_code(SOURCE)))
+                     course.fill_solutions(RELEASE, course.solution_code(SOURCE)))
     for module in ("torch", "numpy"):
         (shipped.parent / f"{module}.py").write_text("raise SystemExit('shadowed')\n")
     attacks["shipped_torch"] = shipped
     # Test cells deleted or retyped: the hidden checks do not come from the student's notebook.
-    edited = labs_script.fill_solutions(RELEASE, labs_script.solution_code(SOURCE))
-    edited["cells"] = [c for c in edited["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id")
-                       != "test_sdpa_scaling"]
+    edited = course.fill_solutions(RELEASE, course.solution_code(SOURCE))
+    edited["cells"] = [c for c in edited["cells"] if cells.grade_id(c) != "test_sdpa_scaling"]
     for cell in edited["cells"]:
-        if cell["metadata"].get("nbgrader", {}).get("grade"):
+        if cells.is_grade(cell):
             cell["cell_type"], cell["source"] = "markdown", "assert True  # tests removed"
     attacks["edited_tests"] = _write(root / "attacks" / "edited_tests" / LAB / RELEASE.name, edited)
     attacks["corrupt_json"] = _write(root / "attacks" / "corrupt_json" / LAB / RELEASE.name, '{"cells": [')
 
     start = time.monotonic()
-    results = autograder.grade_batch(course_dir, LAB, attacks, workers=0, progress=False,
+    results = autograder.grade_batch(course_dir, LAB, attacks, workers=0, progress=False, hidden_paths=CHECKOUT.private,
                                      limits=Limits(wall_seconds=4, cpu_seconds=10, processes=24))
     elapsed = time.monotonic() - start
 
@@ -378,14 +377,15 @@ def test_every_attack_is_contained(course):
 
 
 @pytest.mark.slow
-def test_a_rerun_skips_graded_students_and_an_interrupted_write_is_redone(course, monkeypatch):
-    course_dir, honest = course["course"], course["honest"]
+def test_a_rerun_skips_graded_students_and_an_interrupted_write_is_redone(graded_course, monkeypatch):
+    course_dir, honest = graded_course["course"], graded_course["honest"]
     before = _rows(course_dir / "gradebook.db")
-    assert autograder.grade_batch(course_dir, LAB, honest, workers=0, progress=False) == {}
+    private = CHECKOUT.private
+    assert autograder.grade_batch(course_dir, LAB, honest, workers=0, progress=False, hidden_paths=private) == {}
     assert _rows(course_dir / "gradebook.db") == before
 
-    late = {"late": _write(course["root"] / "late" / "late" / LAB / RELEASE.name,
-                           labs_script.fill_solutions(RELEASE, labs_script.solution_code(SOURCE)))}
+    late = {"late": _write(graded_course["root"] / "late" / "late" / LAB / RELEASE.name,
+                           course.fill_solutions(RELEASE, course.solution_code(SOURCE)))}
     real_record = autograder.record
 
     def crash_after_first_score(gradebook, lab, notebook, student, result):
@@ -394,10 +394,10 @@ def test_a_rerun_skips_graded_students_and_an_interrupted_write_is_redone(course
 
     monkeypatch.setattr(autograder, "record", crash_after_first_score)
     with pytest.raises(MissingEntry):  # the write fails halfway and is rolled back
-        autograder.grade_batch(course_dir, LAB, late, workers=0, progress=False)
+        autograder.grade_batch(course_dir, LAB, late, workers=0, progress=False, hidden_paths=private)
     monkeypatch.setattr(autograder, "record", real_record)
-    assert labs_script.read_scores(course_dir, LAB).get("late", {}) in ({}, {g: (0.0, p) for g, p in POINTS.items()})
-    again = autograder.grade_batch(course_dir, LAB, {**honest, **late}, workers=0, progress=False)
+    assert course.read_scores(course_dir, LAB).get("late", {}) in ({}, {g: (0.0, p) for g, p in POINTS.items()})
+    again = autograder.grade_batch(course_dir, LAB, {**honest, **late}, workers=0, progress=False, hidden_paths=private)
     assert set(again) == {"late"} and again["late"].total == sum(POINTS.values())
     after = _rows(course_dir / "gradebook.db")
     assert {key: after.get(key) for key in before} == before
