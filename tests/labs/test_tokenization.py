@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from course_lib.lab_checks import tokenization as tokenization_checks
+from course_lib.lab_checks import tokenization_references
 from tests.labtools import lab_files, labs_script, load_module, notebook
 from course_lib.lab_checks.toolkit import CheckFailed, trials
 from course_lib.tokenization import ByteLevelBPE, merge_pair, train_bpe_naive
@@ -60,7 +61,7 @@ def test_solution_passes_every_check(solution):
 def test_reference_train_learns_the_library_merges(text, num_merges):
     """On one word of letters (pre-tokenization keeps it whole), the lab's byte-id trainer and
     course_lib's HF-pinned trainer learn the same merges in the same order."""
-    merges = tokenization_checks.reference_train(text, num_merges)
+    merges = tokenization_references.reference_train(text, num_merges)
     library = train_bpe_naive([text], vocab_size=256 + num_merges, min_frequency=1)
     table = {i: chr(i) for i in range(256)}
     for index, (left, right) in enumerate(merges):
@@ -76,12 +77,12 @@ def test_reference_encode_equals_the_library_tokenizer(corpus, text, num_merges)
     library = train_bpe_naive([corpus], vocab_size=256 + num_merges, min_frequency=1)
     if len(set(map("".join, library.merges))) < len(library.merges):
         return  # a token string made twice: the byte-id version has two ids for it, the library one
-    merges = tokenization_checks.reference_train(corpus, num_merges)
+    merges = tokenization_references.reference_train(corpus, num_merges)
     tokens = library.tokens(text) if text else []
     table = {i: bytes([i]) for i in range(256)}
     for index, (left, right) in enumerate(merges):
         table[256 + index] = table[left] + table[right]
-    assert [table[i].decode() for i in tokenization_checks.reference_encode(text, merges)] == tokens
+    assert [table[i].decode() for i in tokenization_references.reference_encode(text, merges)] == tokens
 
 
 def test_checks_are_reproducible_and_exercise_runs_ties_and_two_byte_letters():
@@ -89,7 +90,7 @@ def test_checks_are_reproducible_and_exercise_runs_ties_and_two_byte_letters():
 
     def spy(text, num_merges):
         seen.append((text, num_merges))
-        return tokenization_checks.reference_train(text, num_merges)
+        return tokenization_references.reference_train(text, num_merges)
 
     tokenization_checks.check_train(spy)
     first = list(seen)
@@ -97,7 +98,7 @@ def test_checks_are_reproducible_and_exercise_runs_ties_and_two_byte_letters():
     tokenization_checks.check_train(spy)
     assert first == seen and len(first) == tokenization_checks.TRIALS
     assert len({text for text, _ in first}) == len(first) and len({n for _, n in first}) > 1
-    corpora = [tokenization_checks.random_corpus(trial) for trial in trials(30, seed=0)]
+    corpora = [tokenization_references.random_corpus(trial) for trial in trials(30, seed=0)]
     assert any("ĉ" in text for text in corpora) and any(re.search(r"(.)\1\1", text) for text in corpora)
     tokenization_checks.check_train_ties(spy)
     tie_texts = {text for text, _ in seen[len(first):]}
@@ -158,7 +159,7 @@ def test_merge_check_reports_a_lost_last_token_with_the_general_message():
 def test_library_tokenizer_agrees_on_the_visible_encode_example():
     vocab = {chr(i): i for i in range(ord("a"), ord("d"))} | {"bc": 256, "ab": 257}
     assert ByteLevelBPE(vocab, [("b", "c"), ("a", "b")]).tokens("abc") == ["a", "bc"]
-    assert tokenization_checks.reference_encode("abc", [(98, 99), (97, 98)]) == [97, 256]
+    assert tokenization_references.reference_encode("abc", [(98, 99), (97, 98)]) == [97, 256]
 
 
 # --- the notebooks ----------------------------------------------------------------------------
@@ -202,4 +203,4 @@ def test_visible_tests_of_train_and_encode_do_not_depend_on_the_helpers_mistakes
     """Their examples hold no run of one symbol, so the overlap mistakes of get_stats/merge cannot show."""
     for text in ["hug hugs pug hug", "xyab xyab", "abcab"]:
         assert not re.search(r"(.)\1", text)
-    assert tokenization_checks._tie_free_steps("hug hugs pug hug") >= 3  # the training example has no ties
+    assert tokenization_references.tie_free_steps("hug hugs pug hug") >= 3  # the training example has no ties
