@@ -25,7 +25,8 @@ import torch
 from ..attention import masks, multi_head, scaled_dot_product_attention
 from .rubric import Criterion, Rubric
 from .toolkit import (
-    Trial, call_student, describe_shapes, diagnose, expect_close, expect_results, expect_tensor, fail, is_close, trials,
+    Trial, call_student, close_to_any, describe_shapes, diagnose, expect_close, expect_results, expect_tensor, fail,
+    is_close, trials,
 )
 
 __all__ = [
@@ -105,20 +106,18 @@ def check_scaling(attention: Callable) -> None:
         def softmax_any_axis(scaled_scores):
             return torch.softmax(scaled_scores, -1), torch.softmax(scaled_scores, -2)
 
-        def close_to_either(got, candidates):
-            return any(is_close(got, candidate) for candidate in candidates)
-
-        if close_to_either(weights, softmax_any_axis(scores / math.sqrt(d))):
+        if close_to_any(weights, softmax_any_axis(scores / math.sqrt(d))):
             continue
         context = f"{_context(q, k, v)}, so d = {d} and √d = {math.sqrt(d):.3g}"
         diagnose(weights, [
             (softmax_any_axis(scores), "the weights equal softmax(QKᵀ), not softmax(QKᵀ/√d)",
-             "you forgot to divide the scores by √d (d = q.shape[-1]); without it, large heads saturate the softmax."),
+             "you forgot to divide the scores by √d (d = q.shape[-1]); without it, large heads "
+             "saturate the softmax."),
             (softmax_any_axis(scores / d), "the weights equal softmax(QKᵀ/d), not softmax(QKᵀ/√d)",
              "divide by the square root of d (math.sqrt(d)), not by d."),
             (softmax_any_axis(scores * math.sqrt(d)), "the weights equal softmax(QKᵀ·√d), not softmax(QKᵀ/√d)",
              "the scale divides: scores / math.sqrt(d)."),
-        ], context=context, matches=close_to_either)
+        ], context=context, matches=close_to_any)
         fail(f"the weights are not softmax(QKᵀ/√d) (on {context})",
              "the scores are q @ k.transpose(-2, -1) (one dot product per query/key pair), "
              "divided by math.sqrt(q.shape[-1]), then passed through softmax.")

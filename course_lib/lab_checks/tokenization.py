@@ -166,11 +166,12 @@ def check_train_ties(train: Callable) -> None:
         stats = reference_get_stats(ids)
         tied = sorted(pair for pair, count in stats.items() if count == stats[expected[0]])
         where = f"{context}: pairs {tied} are all seen {stats[expected[0]]} times"
+        outcome = f"got {got}, expected {expected}"
         diagnose(got, [
-            ([first_seen_among_ties(ids)], f"train breaks ties by the first pair seen: {where}; got {got}, expected {expected}",
+            ([first_seen_among_ties(ids)], f"train breaks ties by the first pair seen: {where}; {outcome}",
              "max(stats, key=stats.get) returns the first of the tied pairs in dict order; break ties by "
              "the smallest pair, as HF tokenizers does: min(stats, key=lambda p: (-stats[p], p))."),
-            ([largest_among_ties(ids)], f"train breaks ties by the largest pair: {where}; got {got}, expected {expected}",
+            ([largest_among_ties(ids)], f"train breaks ties by the largest pair: {where}; {outcome}",
              "break ties by the smallest pair: min(stats, key=lambda p: (-stats[p], p))."),
         ], matches=operator.eq)
         fail(f"{context} gave {got}, expected {expected}",

@@ -34,7 +34,7 @@ from ..runtime import get_device
 __all__ = [
     "ATOL", "RTOL", "CheckFailed", "Trial",
     "fail", "trials", "clone_nested", "call_student", "call_for_tensor", "expect_results", "expect_tensor",
-    "expect_close", "is_close", "diagnose", "describe_shapes",
+    "expect_close", "is_close", "close_to_any", "diagnose", "describe_shapes",
 ]
 
 ATOL = 1e-5  # fp32 results of the same maths computed in a different order differ by ~1e-7
@@ -131,18 +131,22 @@ def call_for_tensor(function: Callable, *args, name: str, shape: Sequence[int] |
     return expect_tensor(result, name=label or f"{name}'s result", shape=shape, context=context)
 
 
-def expect_results(value, names: Sequence[str], *, function: str, context: str = "") -> tuple:
-    """Check that ``function`` returned one result per name, as a tuple (or list); return them as a tuple.
-
-    The message names the results the lab asks for: ``scaled_dot_product_attention should return a pair (output,
-    weights), got NoneType``.
+def expect_results(value, names: Sequence[str], *, function: str, context: str = "",
+                   tensors: bool = False) -> tuple:
+    """Check that ``function`` returned one result per name, as a tuple (or list), each a tensor if
+    ``tensors``; return them as a tuple. Messages call the results by the lab's names for them:
+    ``scaled_dot_product_attention should return a pair (output, weights), got NoneType``.
     """
-    if isinstance(value, (tuple, list)) and len(value) == len(names):
-        return tuple(value)
-    got = f"{len(value)} values" if isinstance(value, (tuple, list)) else type(value).__name__
-    expected = ("a pair " if len(names) == 2 else "") + f"({', '.join(names)})"
-    where = f" (on {context})" if context else ""
-    fail(f"{function} should return {expected}, got {got}{where}", f"end the function with `return {', '.join(names)}`.")
+    if not (isinstance(value, (tuple, list)) and len(value) == len(names)):
+        got = f"{len(value)} values" if isinstance(value, (tuple, list)) else type(value).__name__
+        expected = ("a pair " if len(names) == 2 else "") + f"({', '.join(names)})"
+        where = f" (on {context})" if context else ""
+        fail(f"{function} should return {expected}, got {got}{where}",
+             f"end the function with `return {', '.join(names)}`.")
+    if tensors:
+        for name, item in zip(names, value):
+            expect_tensor(item, name=name, context=context)
+    return tuple(value)
 
 
 def describe_shapes(**tensors: torch.Tensor | None) -> str:
@@ -179,6 +183,11 @@ def is_close(actual: torch.Tensor, expected: torch.Tensor, atol: float = ATOL, r
     if tuple(actual.shape) != tuple(expected.shape):
         return False
     return bool(torch.allclose(actual.detach().cpu().float(), expected.detach().cpu().float(), atol=atol, rtol=rtol))
+
+
+def close_to_any(actual: torch.Tensor, candidates: Iterable[torch.Tensor]) -> bool:
+    """:func:`is_close` to at least one of ``candidates`` (the forms one mistake can take), for :func:`diagnose`."""
+    return any(is_close(actual, candidate) for candidate in candidates)
 
 
 def expect_close(

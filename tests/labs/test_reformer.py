@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from course_lib.lab_checks import reformer as reformer_checks
+from course_lib.lab_checks import reformer_lsh, reformer_reversible
 from tests.labtools import lab_files, labs_script, mistake_fails, notebook
 from course_lib.lab_checks.toolkit import CheckFailed
 from course_lib.reformer import ReversibleBlock
@@ -72,23 +73,23 @@ def test_solution_passes_every_check(kernel):
 
 def test_setup_cell_sub_layers_are_the_checks_references(kernel):
     x, w = torch.randn(5, 4), torch.randn(4, 4)
-    assert torch.equal(kernel["F"](x, w), reformer_checks.sublayer_f(x, w))
-    assert torch.equal(kernel["G"](x, w), reformer_checks.sublayer_g(x, w))
+    assert torch.equal(kernel["F"](x, w), reformer_reversible.sublayer_f(x, w))
+    assert torch.equal(kernel["G"](x, w), reformer_reversible.sublayer_g(x, w))
 
 
 def test_reference_block_is_the_library_reversible_block():
     """The lab's forward, inverse and gradients are course_lib's ReversibleBlock (pinned to HF's)."""
     torch.manual_seed(0)
     wf, wg = torch.randn(6, 6) / 2, torch.randn(6, 6) / 2
-    block = ReversibleBlock(lambda x: reformer_checks.sublayer_f(x, wf), lambda x: reformer_checks.sublayer_g(x, wg))
+    block = ReversibleBlock(lambda x: reformer_reversible.sublayer_f(x, wf), lambda x: reformer_reversible.sublayer_g(x, wg))
     x1, x2, dy1, dy2 = (torch.randn(4, 6) for _ in range(4))
     y = block(x1, x2)
-    for ours, theirs in zip(reformer_checks.reference_forward(x1, x2, wf, wg), y):
+    for ours, theirs in zip(reformer_reversible.reference_forward(x1, x2, wf, wg), y):
         torch.testing.assert_close(ours, theirs)
-    for ours, theirs in zip(reformer_checks.reference_inverse(*y, wf, wg), block.inverse(*y)):
+    for ours, theirs in zip(reformer_reversible.reference_inverse(*y, wf, wg), block.inverse(*y)):
         torch.testing.assert_close(ours, theirs)
     rebuilt1, rebuilt2, dx1, dx2 = block.backward_pass(y[0], y[1], dy1, dy2)
-    expected = reformer_checks.reference_gradients(x1, x2, wf, wg, dy1, dy2)
+    expected = reformer_reversible.reference_gradients(x1, x2, wf, wg, dy1, dy2)
     torch.testing.assert_close(dx1, expected[0])
     torch.testing.assert_close(dx2, expected[1])
     torch.testing.assert_close(rebuilt1, x1, atol=1e-5, rtol=0)
@@ -98,7 +99,7 @@ def test_reference_block_is_the_library_reversible_block():
 def test_unstable_sort_really_mixes_positions_on_the_checks_inputs():
     """Otherwise the unstable-sort mistake could pass by luck."""
     mixed = 0
-    for buckets in reformer_checks._sort_cases()[1:]:
+    for buckets in reformer_lsh.sort_cases()[1:]:
         order = torch.argsort(buckets)
         mixed += not torch.equal(order, torch.sort(buckets, stable=True).indices)
     assert mixed >= 3
@@ -134,7 +135,7 @@ def test_unimplemented_functions_fail_every_check_and_say_so(kernel):
 @pytest.mark.parametrize(("function", "value", "message"), [
     ("hash_vectors", None, "should be a torch.Tensor"),
     ("chunk", None, "should be a torch.Tensor"),
-    ("reversible_inverse", None, "should return 2 tensors"),
+    ("reversible_inverse", None, r"should return a pair \(x1, x2\)"),
 ])
 def test_wrong_return_types_are_named(function, value, message):
     criterion = next(c for c in reformer_checks.RUBRIC if c.functions == (function,))
@@ -147,7 +148,7 @@ def test_chunk_without_its_value_error_loses_the_chunk_cell_only(kernel):
         return x.reshape(-1, chunk_len, *x.shape[1:])  # RuntimeError from reshape on a bad length
 
     with pytest.raises(CheckFailed, match="raised RuntimeError .* expected a ValueError"):
-        reformer_checks.check_chunk(chunk)
+        reformer_lsh.check_chunk(chunk)
 
 
 def test_backward_without_the_path_through_g_is_explained(kernel):
@@ -156,7 +157,7 @@ def test_backward_without_the_path_through_g_is_explained(kernel):
         return out[0], out[1], dy1, *out[3:]
 
     with pytest.raises(CheckFailed, match="the path from y1 through G into y2 is missing"):
-        reformer_checks.check_backward(kernel["reversible_forward"], reversible_backward)
+        reformer_reversible.check_backward(kernel["reversible_forward"], reversible_backward)
 
 
 # --- the notebooks ----------------------------------------------------------------------------
