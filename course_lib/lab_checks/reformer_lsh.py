@@ -201,9 +201,11 @@ def check_look_back(look_back: Callable) -> None:
             continue
         previous, following = torch.roll(chunks, 1, dims=0), torch.roll(chunks, -1, dims=0)
         diagnose(got, [
-            (torch.cat([chunks, previous], dim=1), f"look_back puts the chunk first and its predecessor second ({context})",
+            (torch.cat([chunks, previous], dim=1),
+             f"look_back puts the chunk first and its predecessor second ({context})",
              "the keys are [previous chunk, own chunk], in sequence order: torch.cat([previous, chunks], dim=1)."),
-            (torch.cat([following, chunks], dim=1), f"look_back attaches the *next* chunk, not the previous one ({context})",
+            (torch.cat([following, chunks], dim=1),
+             f"look_back attaches the *next* chunk, not the previous one ({context})",
              "torch.roll(chunks, 1, dims=0) moves chunk n - 1 to place n (roll by +1, not -1)."),
         ])
         if is_close(got[1:], expected[1:]):

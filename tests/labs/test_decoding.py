@@ -19,6 +19,8 @@ from course_lib.decoding import generate
 from course_lib.decoding.processors import top_k_filter, top_p_filter
 from course_lib.runtime import get_device
 from course_lib.lab_checks import decoding as decoding_checks
+from course_lib.lab_checks import decoding_beam_search, decoding_sampling
+from course_lib.lab_checks.toolkit import trials
 from course_lib.lab_checks.toolkit import CheckFailed
 from tests.labtools import lab_files, labs_script, load_module, notebook
 
@@ -77,16 +79,16 @@ def test_solution_passes_every_check(solution):
 
 
 def test_the_library_filters_pass_their_checks():
-    decoding_checks.check_top_k(top_k_filter)
-    decoding_checks.check_top_k_ties(top_k_filter)
-    decoding_checks.check_top_p(top_p_filter)
+    decoding_sampling.check_top_k(top_k_filter)
+    decoding_sampling.check_top_k_ties(top_k_filter)
+    decoding_sampling.check_top_p(top_p_filter)
 
 
 @pytest.mark.parametrize(("num_beams", "new_tokens", "seed"), [(2, 5, 0), (4, 12, 1), (5, 8, 2)])
 def test_the_checks_beam_search_loop_gives_the_library_generate_ids(num_beams, new_tokens, seed):
-    model = decoding_checks._shakespeare_model()
+    model = decoding_beam_search._shakespeare_model()
     prompt = torch.randint(1, model.config.vocab_size, (1, 3 + seed), generator=torch.Generator().manual_seed(seed))
-    ours = decoding_checks.run_beam_search(decoding_checks.reference_beam_step, model, prompt, num_beams, new_tokens)
+    ours = decoding_beam_search.run_beam_search(decoding_beam_search.reference_beam_step, model, prompt, num_beams, new_tokens)
     library = generate(model, prompt, max_new_tokens=new_tokens, num_beams=num_beams,
                        num_return_sequences=num_beams)
     assert torch.equal(ours, library)
@@ -115,7 +117,7 @@ def test_finished_score_ranks_as_the_library_beam_search(length_penalty):
     hypotheses = {(0,): 0.4, (2, 0): 0.36, (2, 2, 0): 0.144, (2, 2, 2): 0.096}
     sums = torch.log(torch.tensor(list(hypotheses.values())))
     lengths = torch.tensor([prompt_length + len(h) for h in hypotheses])
-    scores = decoding_checks.reference_finished_score(sums, lengths, prompt_length, length_penalty)
+    scores = decoding_beam_search.reference_finished_score(sums, lengths, prompt_length, length_penalty)
     winner = list(hypotheses)[int(scores.argmax())]
     ids = generate(_Chain(), torch.tensor([[1, 1]]), source=torch.zeros(1, 1, dtype=torch.long), max_new_tokens=3,
                    num_beams=2, eos_token_id=0, length_penalty=length_penalty)
@@ -159,12 +161,12 @@ def test_checks_run_on_the_course_device_and_are_reproducible(solution):
         seen.append((logits.device, logits.clone().cpu(), p))
         return solution["top_p_filter"](logits, p)
 
-    decoding_checks.check_top_p(spy)
+    decoding_sampling.check_top_p(spy)
     first = list(seen)
     seen.clear()
-    decoding_checks.check_top_p(spy)
+    decoding_sampling.check_top_p(spy)
     assert {device.type for device, _, _ in first} == {get_device().type}
-    assert len(first) == len(seen) == decoding_checks.TRIALS
+    assert len(first) == len(seen) == decoding_sampling.TRIALS
     assert all(torch.equal(a, b) and p == q for (_, a, p), (_, b, q) in zip(first, seen))
     assert len({tuple(logits.shape) for _, logits, _ in first}) > 1 and len({p for *_, p in first}) > 1
 
@@ -184,8 +186,8 @@ def test_filters_are_swapped_in_only_during_the_distribution_checks(solution):
 
 def test_the_beam_step_checks_see_moved_beams_and_several_prompts():
     for check_seed, equal in ((1600, False), (1650, True), (1700, False)):
-        steps = [decoding_checks._random_step(trial, equal_beam_scores=equal)
-                 for trial in decoding_checks.trials(decoding_checks.TRIALS, seed=check_seed)]
+        steps = [decoding_beam_search._random_step(trial, equal_beam_scores=equal)
+                 for trial in trials(decoding_beam_search.TRIALS, seed=check_seed)]
         assert all(not torch.equal(rows.cpu(), torch.arange(len(rows))) for _, (_, _, rows, _) in steps)
         assert max(len(inputs[0]) // inputs[3] for inputs, _ in steps) > 1  # some trials batch several prompts
 
@@ -196,23 +198,23 @@ def test_the_cache_check_judges_the_cache_by_the_students_own_rows(solution):
         rows = rows.flip(0)  # wrong rows ...
         return scores, tokens, rows, tuple((k[rows], v[rows]) for k, v in cache)  # ... but a cache that follows them
 
-    decoding_checks.check_beam_cache(reverses_rows_and_cache)
+    decoding_beam_search.check_beam_cache(reverses_rows_and_cache)
     with pytest.raises(CheckFailed):
-        decoding_checks.check_beam_rows(reverses_rows_and_cache)
+        decoding_beam_search.check_beam_rows(reverses_rows_and_cache)
 
 
 @pytest.mark.parametrize(("check", "wrong", "message"), [
-    (decoding_checks.check_top_k, lambda logits, k: logits.masked_fill(logits < logits.topk(k).values[..., -1:], 0.0),
+    (decoding_sampling.check_top_k, lambda logits, k: logits.masked_fill(logits < logits.topk(k).values[..., -1:], 0.0),
      "sets removed tokens to 0 instead of -inf"),
-    (decoding_checks.check_top_k, lambda logits, k: logits.masked_fill(logits < logits.topk(k).values[..., -1:], -torch.inf),
+    (decoding_sampling.check_top_k, lambda logits, k: logits.masked_fill(logits < logits.topk(k).values[..., -1:], -torch.inf),
      "k may exceed the vocabulary size"),
-    (decoding_checks.check_top_p, lambda logits, p: logits.masked_fill(top_p_filter(-logits, p).isinf(), -torch.inf),
+    (decoding_sampling.check_top_p, lambda logits, p: logits.masked_fill(top_p_filter(-logits, p).isinf(), -torch.inf),
      "keeps the least likely tokens"),
-    (decoding_checks.check_distribution_filters,
-     lambda logits, t, k, p: decoding_checks.reference_distribution(logits * t * t, t, k, p),
+    (decoding_sampling.check_distribution_filters,
+     lambda logits, t, k, p: decoding_sampling.reference_distribution(logits * t * t, t, k, p),
      "the logits are multiplied by the temperature"),
-    (decoding_checks.check_beam_scores, lambda lp, s, c, k: (s, s, s, c), "has dtype torch.float32"),
-    (decoding_checks.check_finished_score, lambda s, n, p, lp: s / (n - p - 1) ** lp, "without the EOS token"),
+    (decoding_beam_search.check_beam_scores, lambda lp, s, c, k: (s, s, s, c), "has dtype torch.float32"),
+    (decoding_beam_search.check_finished_score, lambda s, n, p, lp: s / (n - p - 1) ** lp, "without the EOS token"),
 ])
 def test_other_mistakes_get_their_own_message(check, wrong, message):
     with pytest.raises(CheckFailed, match=re.escape(message)) as failure:
