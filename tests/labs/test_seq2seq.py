@@ -17,6 +17,8 @@ from tests.labtools import lab_files, labs_script, mistake_fails, notebook
 
 import course_lib
 from course_lib.lab_checks import seq2seq as seq2seq_checks
+from course_lib.lab_checks import seq2seq_decoder, seq2seq_references
+from course_lib.lab_checks.toolkit import trials
 from course_lib.lab_checks.toolkit import CheckFailed
 
 LAB, SOURCE, RELEASE, MISTAKES_DIR, MISTAKES, POINTS = lab_files("seq2seq")
@@ -71,7 +73,7 @@ def test_setup_attention_is_course_lib_multi_head_attention(kernel):
     keep = course_lib.padding_mask([6, 3])  # (B, S)
     with torch.no_grad():
         expected, _ = mha(x, memory, memory, key_padding_mask=keep)
-    got = kernel["multi_head_attention"](x, memory, seq2seq_checks.attention_params(mha), 3, keep[:, None, None, :])
+    got = kernel["multi_head_attention"](x, memory, seq2seq_references.attention_params(mha), 3, keep[:, None, None, :])
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
 
 
@@ -89,7 +91,7 @@ def test_solution_decoder_layer_equals_torch_decoder_layer_with_padding(kernel, 
     with torch.no_grad():  # torch's masks are the other way round: True = blocked
         expected = reference(x, memory, tgt_mask=~course_lib.causal_mask(5), tgt_key_padding_mask=~tgt_keep,
                              memory_key_padding_mask=~src_keep)
-    params = seq2seq_checks.decoder_params(course_lib.TransformerDecoderLayer.from_torch(reference))
+    params = seq2seq_references.decoder_params(course_lib.TransformerDecoderLayer.from_torch(reference))
     got = kernel["decoder_layer"](x, memory, params, 4, norm_first, tgt_keep, src_keep)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
@@ -108,11 +110,11 @@ def test_solution_additive_attention_equals_course_lib(kernel):
 @pytest.mark.parametrize("norm_first, rule", [(False, "post"), (True, "pre")])
 def test_the_checks_residual_rules_rebuild_the_library_layer(norm_first, rule):
     """The rules the placement checks use to name a wrong order are right for the right order."""
-    trial = next(seq2seq_checks.trials(1, seed=5))
-    layer, params, heads, x, memory = seq2seq_checks._random_layer(trial, norm_first)
+    trial = next(trials(1, seed=5))
+    layer, params, heads, x, memory = seq2seq_references.random_layer(trial, norm_first)
     with torch.no_grad():
         expected = layer(x, memory, tgt_mask=course_lib.causal_mask(x.shape[1], device=x.device))
-    torch.testing.assert_close(seq2seq_checks._layer_with_rule(rule, x, memory, params, heads), expected,
+    torch.testing.assert_close(seq2seq_decoder._layer_with_rule(rule, x, memory, params, heads), expected,
                                atol=1e-5, rtol=1e-4)
 
 
@@ -166,8 +168,8 @@ def test_code_that_edits_its_inputs_in_place_is_still_graded_correctly(kernel):
         x.zero_()
         return out
 
-    seq2seq_checks.check_post_norm(spends_its_parameters)
-    seq2seq_checks.check_decoder_padding(spends_its_parameters)
+    seq2seq_decoder.check_post_norm(spends_its_parameters)
+    seq2seq_decoder.check_decoder_padding(spends_its_parameters)
 
 
 def test_checks_run_on_the_course_device_and_are_reproducible(kernel):
@@ -177,12 +179,12 @@ def test_checks_run_on_the_course_device_and_are_reproducible(kernel):
         seen.append((x.device, x.clone().cpu()))
         return kernel["masked_self_attention"](x, p, num_heads, key_padding_mask)
 
-    seq2seq_checks.check_self_attention_padding(spy)
+    seq2seq_decoder.check_self_attention_padding(spy)
     first = list(seen)
     seen.clear()
-    seq2seq_checks.check_self_attention_padding(spy)
+    seq2seq_decoder.check_self_attention_padding(spy)
     assert {device.type for device, _ in first} == {course_lib.get_device().type}
-    assert len(first) == len(seen) == seq2seq_checks.TRIALS
+    assert len(first) == len(seen) == seq2seq_decoder.TRIALS
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(first, seen))
     assert len({tuple(x.shape) for _, x in first}) > 1  # the trials do vary the shapes
 
@@ -190,14 +192,14 @@ def test_checks_run_on_the_course_device_and_are_reproducible(kernel):
 @pytest.mark.parametrize("attention", ["setup", "course_lib"])
 def test_a_causal_mask_without_its_diagonal_is_named(kernel, attention):
     """torch's fused kernel gives NaN for a query that may attend to nothing, course_lib's gives 0: both are named."""
-    attend = kernel["multi_head_attention"] if attention == "setup" else seq2seq_checks.reference_attention
+    attend = kernel["multi_head_attention"] if attention == "setup" else seq2seq_references.reference_attention
 
     def no_diagonal(x, p, num_heads, key_padding_mask=None):
         size = x.shape[1]
         return attend(x, x, p, num_heads, torch.ones(size, size, dtype=torch.bool, device=x.device).tril(-1))
 
     with pytest.raises(CheckFailed) as failure:
-        seq2seq_checks.check_causal_self_attention(no_diagonal)
+        seq2seq_decoder.check_causal_self_attention(no_diagonal)
     assert ".tril()" in failure.value.hint and "diagonal" in failure.value.hint
 
 
@@ -209,7 +211,7 @@ def test_swapped_padding_masks_are_reported_with_a_hint(kernel):
         return solution(x, memory, params, num_heads, norm_first, memory_key_padding_mask, tgt_key_padding_mask)
 
     with pytest.raises(CheckFailed) as failure:
-        seq2seq_checks.check_decoder_padding(swapped)
+        seq2seq_decoder.check_decoder_padding(swapped)
     assert failure.value.hint
 
 
