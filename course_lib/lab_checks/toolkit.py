@@ -17,7 +17,8 @@ What every lab needs, here once:
   :func:`expect_tensor` (shape, dtype, device), :func:`expect_close` (values, with the largest
   difference and where it is);
 * recognising a classic mistake: :func:`diagnose` fails with the first known mistake whose result
-  equals the student's, with the hint that fixes it.
+  equals the student's (:func:`is_close` by default; :func:`close_to_any` where a mistake can take
+  several forms), with the hint that fixes it.
 
 Not covered: the rubric and which functions a cell grades (:mod:`.rubric`), sandboxing (student
 code runs in this process), timeouts, notebook handling.
