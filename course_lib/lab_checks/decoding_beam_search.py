@@ -84,8 +84,7 @@ def _step_context(log_probs, num_beams) -> str:
 
 
 def _call_step(step: Callable, inputs, context: str):
-    log_probs, beam_scores, cache, num_beams = inputs
-    result = call_student(step, log_probs, beam_scores, cache, num_beams, name="beam_search_step")
+    result = call_student(step, *inputs, name="beam_search_step")  # log_probs, beam_scores, cache, num_beams
     return expect_results(result, ("scores", "tokens", "rows", "cache"), function="beam_search_step", context=context)
 
 
@@ -219,6 +218,19 @@ def check_beam_rows(step: Callable) -> None:
              "new beam i extends old beam (index // V) of its prompt; in the batch that is row b*K + index // V.")
 
 
+def _cache_layers(cache) -> list[tuple] | None:
+    """``[(k, v), ...]`` of a cache laid out like the input, or of any iterable whose layers unpack into
+    ``k, v`` (the library's cache objects); ``None`` for anything else, e.g. a tuple of tensors."""
+    def unpackable(value) -> bool:
+        return hasattr(value, "__iter__") and not isinstance(value, (torch.Tensor, str, dict))
+
+    layers = list(cache) if unpackable(cache) else []
+    if not layers or not all(unpackable(layer) for layer in layers):
+        return None
+    layers = [tuple(layer) for layer in layers]
+    return layers if all(len(layer) == 2 for layer in layers) else None
+
+
 def check_beam_cache(step: Callable) -> None:
     """The returned cache holds, for each new beam, the keys and values of the old beam it continues
     (judged against the student's own ``rows`` when they are valid row numbers)."""
@@ -232,11 +244,11 @@ def check_beam_cache(step: Callable) -> None:
                 and bool(((rows >= 0) & (rows < len(log_probs))).all()):
             exp_rows = rows.to(log_probs.device).long()  # your rows: a wrong choice is another cell's business
         expected = reorder_cache(cache, exp_rows)
-        if not isinstance(new_cache, (tuple, list)) or len(new_cache) != len(cache) or \
-                not all(isinstance(layer, (tuple, list)) and len(layer) == 2 for layer in new_cache):
+        layers = _cache_layers(new_cache)
+        if layers is None or len(layers) != len(cache):
             fail(f"the returned cache should be a tuple of {len(cache)} (k, v) pairs like the input (on {context})",
                  "return the cache in the same layout: tuple((k[rows], v[rows]) for k, v in cache).")
-        for layer, ((k, v), (exp_k, exp_v), (old_k, old_v)) in enumerate(zip(new_cache, expected, cache)):
+        for layer, ((k, v), (exp_k, exp_v), (old_k, old_v)) in enumerate(zip(layers, expected, cache)):
             for name, got, want, old in (("k", k, exp_k, old_k), ("v", v, exp_v, old_v)):
                 label = f"cache[{layer}] {name}"
                 expect_tensor(got, name=label, shape=tuple(want.shape), context=context)

@@ -120,6 +120,36 @@ def test_the_cache_check_judges_the_cache_by_the_students_own_rows(solution):
         decoding_beam_search.check_beam_rows(reverses_rows_and_cache)
 
 
+class _Layers:
+    """A cache object that is no tuple but whose layers unpack into (k, v), like the library's."""
+
+    def __init__(self, layers):
+        self.layers = [list(layer) for layer in layers]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+
+@pytest.mark.parametrize(("layout", "accepted"), [
+    (lambda cache: [list(layer) for layer in cache], True),
+    (_Layers, True),
+    (lambda cache: tuple(k for k, _ in cache), False),  # keys only: a tuple of tensors
+])
+def test_the_cache_check_accepts_any_layers_of_k_v_pairs(solution, layout, accepted):
+    def step(log_probs, beam_scores, cache, num_beams):
+        scores, tokens, rows, new_cache = solution["beam_search_step"](log_probs, beam_scores, cache, num_beams)
+        return scores, tokens, rows, layout(new_cache)
+
+    if accepted:
+        decoding_beam_search.check_beam_cache(step)
+    else:
+        with pytest.raises(CheckFailed, match=r"the returned cache should be a tuple of \d \(k, v\) pairs"):
+            decoding_beam_search.check_beam_cache(step)
+
+
 @pytest.mark.parametrize(("check", "wrong", "message"), [
     (decoding_sampling.check_top_k, lambda logits, k: logits.masked_fill(logits < logits.topk(k).values[..., -1:], 0.0),
      "sets removed tokens to 0 instead of -inf"),
