@@ -1,7 +1,8 @@
 """Hidden checks of lab 01, attention: scaled dot-product attention, causal mask, head split/merge.
 
-One ``check_*`` function per graded cell of ``labs/source/01_attention/attention_lab.ipynb``;
-``RUBRIC`` lists them with their points. The checks are built so that one mistake costs the
+One ``check_*`` function per graded cell of ``labs/source/01_attention/attention.ipynb``;
+``RUBRIC`` lists them with their points and ``REFERENCES`` the course's own version of each
+function (:mod:`course_lib.attention`). The checks are built so that one mistake costs the
 points of one aspect only: the softmax axis, the 1/√d scale, the weighted sum of values and the
 mask are each tested in a way the other three mistakes cannot disturb. For example
 :func:`check_scaling` accepts a softmax over either axis (the axis is
@@ -9,7 +10,9 @@ mask are each tested in a way the other three mistakes cannot disturb. For examp
 with the student's *own* weights times the values.
 
 Each check runs seeded random trials on :func:`course_lib.get_device` in fp32 and raises
-:class:`~course_lib.lab_checks.toolkit.CheckFailed` saying what is wrong and hinting why.
+:class:`~course_lib.lab_checks.toolkit.CheckFailed` saying what is wrong and hinting why; the
+classic mistakes (no or a wrong scale, an inverted or upper-triangular mask, heads split or merged
+without the transpose) are named by :func:`~course_lib.lab_checks.toolkit.diagnose`.
 Not covered: the chapters' exercises (ungraded) and performance.
 """
 from __future__ import annotations
@@ -21,7 +24,10 @@ import torch
 
 from ..attention import masks, multi_head, scaled_dot_product_attention
 from .rubric import Criterion, Rubric
-from .toolkit import Trial, call_student, expect_close, expect_tensor, fail, is_close, trials
+from .toolkit import (
+    Trial, call_student, close_to_any, describe_shapes, diagnose, expect_close, expect_results, expect_tensor, fail,
+    is_close, trials,
+)
 
 __all__ = [
     "check_weights_are_distributions", "check_scaling", "check_output", "check_mask",
@@ -43,8 +49,7 @@ def _random_qkv(trial: Trial, *, heads_axis: bool):
 
 
 def _context(q, k, v, mask=None) -> str:
-    text = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-    return text if mask is None else f"{text}, mask {tuple(mask.shape)}"
+    return describe_shapes(q=q, k=k, v=v, mask=mask)
 
 
 def _run_attention(attention: Callable, q, k, v, mask=None, *, to_input_device: bool = True):
@@ -56,10 +61,8 @@ def _run_attention(attention: Callable, q, k, v, mask=None, *, to_input_device: 
     context = _context(q, k, v, mask)
     args = (q, k, v) if mask is None else (q, k, v, mask)
     result = call_student(attention, *args, name="scaled_dot_product_attention")
-    if not isinstance(result, tuple) or len(result) != 2:
-        fail(f"scaled_dot_product_attention should return a pair (output, weights), got {type(result).__name__} "
-             f"(on {context})", "end the function with `return output, weights`.")
-    output, weights = result
+    output, weights = expect_results(result, ("output", "weights"), function="scaled_dot_product_attention",
+                                     context=context)
     expect_tensor(weights, name="weights", shape=(*q.shape[:-1], k.shape[-2]), context=context)
     expect_tensor(output, name="output", context=context)
     if to_input_device:
@@ -103,19 +106,18 @@ def check_scaling(attention: Callable) -> None:
         def softmax_any_axis(scaled_scores):
             return torch.softmax(scaled_scores, -1), torch.softmax(scaled_scores, -2)
 
-        if any(is_close(weights, ref) for ref in softmax_any_axis(scores / math.sqrt(d))):
+        if close_to_any(weights, softmax_any_axis(scores / math.sqrt(d))):
             continue
         context = f"{_context(q, k, v)}, so d = {d} and √d = {math.sqrt(d):.3g}"
-        if any(is_close(weights, ref) for ref in softmax_any_axis(scores)):
-            fail(f"the weights equal softmax(QKᵀ), not softmax(QKᵀ/√d) (on {context})",
-                 "you forgot to divide the scores by √d (d = q.shape[-1]); without it, large heads "
-                 "saturate the softmax.")
-        if any(is_close(weights, ref) for ref in softmax_any_axis(scores / d)):
-            fail(f"the weights equal softmax(QKᵀ/d), not softmax(QKᵀ/√d) (on {context})",
-                 "divide by the square root of d (math.sqrt(d)), not by d.")
-        if any(is_close(weights, ref) for ref in softmax_any_axis(scores * math.sqrt(d))):
-            fail(f"the weights equal softmax(QKᵀ·√d), not softmax(QKᵀ/√d) (on {context})",
-                 "the scale divides: scores / math.sqrt(d).")
+        diagnose(weights, [
+            (softmax_any_axis(scores), "the weights equal softmax(QKᵀ), not softmax(QKᵀ/√d)",
+             "you forgot to divide the scores by √d (d = q.shape[-1]); without it, large heads "
+             "saturate the softmax."),
+            (softmax_any_axis(scores / d), "the weights equal softmax(QKᵀ/d), not softmax(QKᵀ/√d)",
+             "divide by the square root of d (math.sqrt(d)), not by d."),
+            (softmax_any_axis(scores * math.sqrt(d)), "the weights equal softmax(QKᵀ·√d), not softmax(QKᵀ/√d)",
+             "the scale divides: scores / math.sqrt(d)."),
+        ], context=context, matches=close_to_any)
         fail(f"the weights are not softmax(QKᵀ/√d) (on {context})",
              "the scores are q @ k.transpose(-2, -1) (one dot product per query/key pair), "
              "divided by math.sqrt(q.shape[-1]), then passed through softmax.")
@@ -202,16 +204,15 @@ def check_causal_mask(causal_mask: Callable) -> None:
         if torch.equal(pattern, expected):
             continue
         ones = torch.ones(size, size, dtype=torch.bool)
-        if torch.equal(pattern, ones.triu()):
-            fail(f"{context} is upper triangular: query i would attend to keys i..T-1, the future",
-                 "a causal mask lets query i see keys j <= i: use .tril(), not .triu().")
-        if torch.equal(pattern, ones.tril(-1)):
-            fail(f"{context} has False on the diagonal: a position may not attend to itself",
-                 "use .tril() (diagonal included), not .tril(-1); the first query would otherwise attend to nothing.")
-        if torch.equal(pattern, ~expected):
-            fail(f"{context} is inverted: True above the diagonal, False on and below it",
-                 "True means 'may attend' (as in torch's scaled_dot_product_attention): query i may see keys 0..i. "
-                 "torch.nn.MultiheadAttention's attn_mask uses the opposite convention.")
+        diagnose(pattern, [
+            (ones.triu(), f"{context} is upper triangular: query i would attend to keys i..T-1, the future",
+             "a causal mask lets query i see keys j <= i: use .tril(), not .triu()."),
+            (ones.tril(-1), f"{context} has False on the diagonal: a position may not attend to itself",
+             "use .tril() (diagonal included), not .tril(-1); the first query would otherwise attend to nothing."),
+            (~expected, f"{context} is inverted: True above the diagonal, False on and below it",
+             "True means 'may attend' (as in torch's scaled_dot_product_attention): query i may see keys 0..i. "
+             "torch.nn.MultiheadAttention's attn_mask uses the opposite convention."),
+        ], matches=torch.equal)
         fail(f"{context} is not the lower-triangular mask: got {pattern.int().tolist()}",
              "entry [i, j] must be True exactly when j <= i.")
 
@@ -237,14 +238,14 @@ def check_split_heads(split_heads: Callable) -> None:
                  f"(on {context})",
                  "after viewing x as (B, T, H, D/H), swap the T and H axes with .transpose(1, 2).")
         expected = multi_head.split_heads(x, heads)
-        if tuple(got.shape) == tuple(expected.shape) and is_close(got, x.reshape(expected.shape)):
-            fail(f"split_heads mixes positions: it reshapes (B, T, D) straight to (B, H, T, D/H) (on {context})",
-                 "a plain .view(B, H, T, D/H) cuts the flat memory in the wrong places, so a head gets features "
-                 "of several positions; view as (B, T, H, D/H) first, then .transpose(1, 2).")
-        interleaved = x.view(batch, seq_len, head_dim, heads).permute(0, 3, 1, 2)
-        if tuple(got.shape) == tuple(expected.shape) and is_close(got, interleaved):
-            fail(f"split_heads interleaves the features: head h gets features h, h+H, h+2H, ... (on {context})",
-                 "head h must get the contiguous block of features h*D/H ... (h+1)*D/H - 1: view as (B, T, H, D/H).")
+        diagnose(got, [  # is_close also compares the shapes
+            (x.reshape(expected.shape), "split_heads mixes positions: it reshapes (B, T, D) straight to (B, H, T, D/H)",
+             "a plain .view(B, H, T, D/H) cuts the flat memory in the wrong places, so a head gets features "
+             "of several positions; view as (B, T, H, D/H) first, then .transpose(1, 2)."),
+            (x.view(batch, seq_len, head_dim, heads).permute(0, 3, 1, 2),
+             "split_heads interleaves the features: head h gets features h, h+H, h+2H, ...",
+             "head h must get the contiguous block of features h*D/H ... (h+1)*D/H - 1: view as (B, T, H, D/H)."),
+        ], context=context)
         expect_close(got, expected, name="split_heads(x, num_heads)", context=context,
                      hint="head h at position t must hold x[b, t, h*D/H:(h+1)*D/H].")
 

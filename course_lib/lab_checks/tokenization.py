@@ -1,162 +1,54 @@
-"""Hidden checks of lab 02, byte-pair encoding: pair counts, a merge step, training, encoding.
+"""Hidden checks of lab 02, tokenization (byte-pair encoding): pair counts, a merge step, training, encoding.
 
-One ``check_*`` function per graded cell of ``labs/source/02_bpe/bpe_lab.ipynb``; ``RUBRIC`` lists
-them with their points. Students work on plain lists of ints: a text's UTF-8 bytes (ids 0-255), and
-merge ``i`` creates id ``256 + i``. The references are the library's own building blocks
-(:func:`course_lib.tokenization.get_stats`, :func:`~course_lib.tokenization.best_pair`,
+One ``check_*`` function per graded cell of ``labs/source/02_tokenization/tokenization.ipynb``;
+``RUBRIC`` lists them with their points and ``REFERENCES`` the course's version of each function.
+Students work on plain lists of ints: a text's UTF-8 bytes (ids 0-255), and merge ``i`` creates
+id ``256 + i``. The references (:mod:`.tokenization_references`) are built from the library's own
+building blocks (:func:`course_lib.tokenization.get_stats`, :func:`~course_lib.tokenization.best_pair`,
 :func:`~course_lib.tokenization.merge_pair`), which follow HF ``tokenizers``' rules: overlapping
 pairs all count ("aaaa" holds ``(a, a)`` three times), merging scans left to right without overlaps,
 ties go to the smallest pair, and encoding applies merges in rank order.
 
 Each classic mistake costs only its own cell:
 
-* ``train`` and ``encode`` are graded with the reference ``get_stats`` and ``merge`` swapped into the
-  student's namespace for the duration of the check, so a wrong helper does not sink them;
+* ``train`` and ``encode`` are graded with the reference ``get_stats`` and ``merge`` in the
+  student's namespace for the duration of the check (:meth:`~course_lib.lab_checks.rubric.Rubric.run`),
+  so a wrong helper does not sink them;
 * :func:`check_train` uses corpora whose best pair is unique at every step (the tie rule cannot
   matter), and :func:`check_train_ties` asks for one merge on corpora with a tie (stale counts
-  cannot matter).
+  cannot matter);
+* the mistakes written out in :mod:`.tokenization_references` are named by
+  :func:`~course_lib.lab_checks.toolkit.diagnose`.
 
-Trials are seeded (``checks.trials``); the corpora are random words over a small random alphabet,
-sometimes with a two-byte letter, so runs, ties and partial characters all occur.
-Not covered: pre-tokenization and the byte-to-character mapping (the chapter's business).
+Trials are seeded (:func:`~course_lib.lab_checks.toolkit.trials`); the corpora are random words
+over a small random alphabet, sometimes with a two-byte letter, so runs, ties and partial
+characters all occur. Not covered: pre-tokenization and the byte-to-character mapping (the chapter's business).
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
 from itertools import pairwise
 
 from ..tokenization import best_pair, merge_pair
-from ..tokenization import get_stats as library_get_stats
 from .rubric import Criterion, Rubric
-from .toolkit import Trial, call_student, fail, trials
+from .tokenization_references import (
+    encode_leftmost_first, encode_reverse_order, first_seen_among_ties, has_overlap, largest_among_ties,
+    only_self_pairs_undercounted, random_corpus, random_ids, reference_encode, reference_get_stats, reference_train,
+    tie_free_steps, train_with_stale_counts,
+)
+from .toolkit import call_student, diagnose, fail, trials
 
 __all__ = [
-    "check_get_stats", "check_merge", "check_train", "check_train_ties", "check_encode",
-    "reference_get_stats", "reference_train", "reference_encode", "random_corpus", "RUBRIC",
+    "check_get_stats", "check_merge", "check_train", "check_train_ties", "check_encode", "REFERENCES", "RUBRIC",
 ]
 
 TRIALS = 12
-FIRST_NEW_ID = 256
 
 
-# --- references (the library's building blocks on a single sequence) -------------------------------
-
-def reference_get_stats(ids: list[int]) -> dict[tuple[int, int], int]:
-    """Adjacent pair -> count, overlaps included: ``[7, 7, 7]`` holds ``(7, 7)`` twice."""
-    return dict(library_get_stats({tuple(ids): 1}))
-
-
-def reference_train(text: str, num_merges: int) -> list[tuple[int, int]]:
-    """``num_merges`` merges learnt on ``text``'s bytes (fewer if the sequence shrinks to one token)."""
-    ids, merges = list(text.encode("utf-8")), []
-    for index in range(num_merges):
-        if len(ids) < 2:
-            break
-        pair = best_pair(reference_get_stats(ids))
-        ids = merge_pair(ids, pair, FIRST_NEW_ID + index)
-        merges.append(pair)
-    return merges
-
-
-def reference_encode(text: str, merges: list[tuple[int, int]]) -> list[int]:
-    """``text``'s bytes with the merges applied lowest rank first."""
-    ranks = {tuple(pair): rank for rank, pair in enumerate(merges)}
-    ids = list(text.encode("utf-8"))
-    while len(ids) > 1:
-        present = [pair for pair in pairwise(ids) if pair in ranks]
-        if not present:
-            break
-        pair = min(present, key=ranks.__getitem__)
-        ids = merge_pair(ids, pair, FIRST_NEW_ID + ranks[pair])
-    return ids
-
-
-# --- the classic mistakes, to recognise them ------------------------------------------------------
-
-def _only_self_pairs_undercounted(got: dict, expected: dict) -> bool:
-    """True when ``got`` differs from ``expected`` only by too-low counts of pairs ``(x, x)``:
-    the signature of counting runs like 'aaaa' without overlaps."""
-    differ = {pair for pair in got.keys() | expected.keys() if got.get(pair, 0) != expected.get(pair, 0)}
-    return bool(differ) and all(pair[0] == pair[1] and got.get(pair, 0) < expected[pair] for pair in differ)
-
-
-def _has_overlap(ids, pair) -> bool:
-    """Whether ``pair`` is (x, x) and ``ids`` holds a run of at least three x's (overlapping occurrences)."""
-    return pair[0] == pair[1] and any(ids[i:i + 3] == [pair[0]] * 3 for i in range(len(ids) - 2))
-
-
-def _train_with_stale_counts(text, num_merges, forget_merged: bool):
-    ids, merges = list(text.encode("utf-8")), []
-    stats = reference_get_stats(ids)
-    for index in range(num_merges):
-        if not stats:
-            break
-        pair = best_pair(stats)
-        if forget_merged:
-            del stats[pair]
-        ids = merge_pair(ids, pair, FIRST_NEW_ID + index)
-        merges.append(pair)
-    return merges
-
-
-def _first_seen_among_ties(ids):
-    stats = reference_get_stats(ids)
-    return max(stats, key=stats.get)  # dict order = first occurrence
-
-
-def _largest_among_ties(ids):
-    stats = reference_get_stats(ids)
-    return max(stats, key=lambda pair: (stats[pair], pair))
-
-
-def _encode_leftmost_first(text, merges):
-    ranks = {tuple(pair): rank for rank, pair in enumerate(merges)}
-    ids = list(text.encode("utf-8"))
-    while True:
-        pair = next((p for p in pairwise(ids) if p in ranks), None)
-        if pair is None:
-            return ids
-        ids = merge_pair(ids, pair, FIRST_NEW_ID + ranks[pair])
-
-
-def _encode_reverse_order(text, merges):
-    ids = list(text.encode("utf-8"))
-    for rank in reversed(range(len(merges))):
-        ids = merge_pair(ids, tuple(merges[rank]), FIRST_NEW_ID + rank)
-    return ids
-
-
-# --- inputs ------------------------------------------------------------------------------------
-
-def random_corpus(trial: Trial, min_words: int = 4, max_words: int = 14) -> str:
-    """Words from a small random lexicon, joined by spaces: repeats, runs ("aaa"), sometimes "ĉ"."""
-    alphabet = "ab" + "cdefg"[: trial.randint(0, 3)] + ("ĉ" if trial.randint(0, 2) == 0 else "")
-    lexicon = ["".join(alphabet[trial.randint(0, len(alphabet) - 1)] for _ in range(trial.randint(1, 5)))
-               for _ in range(trial.randint(2, 5))]
-    return " ".join(lexicon[trial.randint(0, len(lexicon) - 1)] for _ in range(trial.randint(min_words, max_words)))
-
-
-def _random_ids(trial: Trial) -> list[int]:
-    """Ids with runs of equal values (where overlaps matter), sometimes merged ids above 255."""
-    symbols = [trial.randint(0, 300) for _ in range(trial.randint(1, 4))]
-    ids = []
-    for _ in range(trial.randint(0, 8)):
-        ids += [symbols[trial.randint(0, len(symbols) - 1)]] * trial.randint(1, 5)
-    return ids
-
-
-def _tie_free_steps(text: str, limit: int = 12) -> int:
-    """How many merges ``reference_train`` makes on ``text`` before its best pair first has a tie."""
-    ids = list(text.encode("utf-8"))
-    for index in range(limit):
-        stats = reference_get_stats(ids)
-        if not stats:
-            return index
-        top = max(stats.values())
-        if sum(count == top for count in stats.values()) > 1:
-            return index
-        ids = merge_pair(ids, best_pair(stats), FIRST_NEW_ID + index)
-    return limit
+def _one_of(got, versions) -> bool:
+    """Whether ``got`` equals one of ``versions`` (the ways one mistake can show)."""
+    return got in versions
 
 
 def _as_pairs(value, name: str, context: str) -> list[tuple[int, int]]:
@@ -184,7 +76,7 @@ def _as_ids(value, name: str, context: str) -> list[int]:
 def check_get_stats(get_stats: Callable) -> None:
     """``get_stats(ids)`` counts every adjacent pair, overlapping occurrences included."""
     cases = [[97, 97, 97, 97], [1, 2, 3, 1, 2], [5], []]
-    cases += [_random_ids(trial) for trial in trials(TRIALS, seed=100)]
+    cases += [random_ids(trial) for trial in trials(TRIALS, seed=100)]
     for ids in cases:
         context = f"ids = {ids}"
         got = call_student(get_stats, list(ids), name="get_stats")
@@ -195,7 +87,7 @@ def check_get_stats(get_stats: Callable) -> None:
         expected = reference_get_stats(ids)
         if got == expected:
             continue
-        if _only_self_pairs_undercounted(got, expected):
+        if only_self_pairs_undercounted(got, expected):
             fail(f"get_stats skips overlapping pairs: got {got}, expected {expected} ({context})",
                  "in a run like 'aaaa' every position starts a pair: (a, a) occurs 3 times, as HF tokenizers "
                  "counts it. Count zip(ids, ids[1:]), one pair per position, without jumping ahead.")
@@ -207,18 +99,18 @@ def check_merge(merge: Callable) -> None:
     """``merge(ids, pair, new_id)`` replaces non-overlapping occurrences, scanning left to right."""
     cases = [([1, 2, 3, 1, 2], (1, 2), 256), ([1, 2], (2, 1), 256), ([], (1, 1), 256), ([5, 5, 5, 5, 5], (5, 5), 9)]
     for trial in trials(TRIALS, seed=200):
-        ids = _random_ids(trial)
+        ids = random_ids(trial)
         pairs = list(pairwise(ids))
         pair = pairs[trial.randint(0, len(pairs) - 1)] if pairs and trial.index % 4 else (7, 7)  # (7, 7): often absent
         cases.append((ids, pair, 301 + trial.index))
-    cases.sort(key=lambda case: _has_overlap(case[0], case[1]))  # general mistakes first, with the general message
+    cases.sort(key=lambda case: has_overlap(case[0], case[1]))  # general mistakes first, with the general message
     for ids, pair, new_id in cases:
         context = f"merge({ids}, {pair}, {new_id})"
         got = _as_ids(call_student(merge, list(ids), pair, new_id, name="merge"), "merge", context)
         expected = merge_pair(list(ids), pair, new_id)
         if got == expected:
             continue
-        if _has_overlap(ids, pair):
+        if has_overlap(ids, pair):
             fail(f"merge mishandles overlapping occurrences: {context} gave {got}, expected {expected}",
                  "scan left to right and, after a match at i and i + 1, continue at i + 2: with (a, a), 'aaa' "
                  "becomes 'X a' (the middle 'a' is used up by the first match) and 'aaaa' becomes 'X X'.")
@@ -232,17 +124,19 @@ def check_train(train: Callable) -> None:
     done = 0
     for trial in trials(10 * TRIALS, seed=300):
         text = random_corpus(trial, 8, 20)
-        num_merges = _tie_free_steps(text)
+        num_merges = tie_free_steps(text)
         if num_merges < 3:
             continue  # a tie early on: the tie rule is check_train_ties' business
         context = f"train({text!r}, {num_merges})"
         got = _as_pairs(call_student(train, text, num_merges, name="train"), "train", context)
         expected = reference_train(text, num_merges)
         if got != expected:
-            if got in (_train_with_stale_counts(text, num_merges, True), _train_with_stale_counts(text, num_merges, False)):
-                fail(f"train does not update the counts after a merge: {context} gave {got}, expected {expected}",
-                     "a merge changes which pairs exist (merging (a, b) destroys the pairs around it and creates "
-                     "new ones with the new id): recount the pairs of the *merged* ids at every step.")
+            stale = (train_with_stale_counts(text, num_merges, True), train_with_stale_counts(text, num_merges, False))
+            diagnose(got, [(stale, f"train does not update the counts after a merge: {context} gave {got}, "
+                                   f"expected {expected}",
+                            "a merge changes which pairs exist (merging (a, b) destroys the pairs around it and "
+                            "creates new ones with the new id): recount the pairs of the *merged* ids at every step.")],
+                     matches=_one_of)
             fail(f"{context} gave {got}, expected {expected}",
                  "each step: count the pairs of the current ids, take the most frequent, append it to merges, "
                  "replace it by 256 + step in ids, and repeat with the new ids.")
@@ -272,13 +166,14 @@ def check_train_ties(train: Callable) -> None:
         stats = reference_get_stats(ids)
         tied = sorted(pair for pair, count in stats.items() if count == stats[expected[0]])
         where = f"{context}: pairs {tied} are all seen {stats[expected[0]]} times"
-        if got == [_first_seen_among_ties(ids)]:
-            fail(f"train breaks ties by the first pair seen: {where}; got {got}, expected {expected}",
-                 "max(stats, key=stats.get) returns the first of the tied pairs in dict order; break ties by "
-                 "the smallest pair, as HF tokenizers does: min(stats, key=lambda p: (-stats[p], p)).")
-        if got == [_largest_among_ties(ids)]:
-            fail(f"train breaks ties by the largest pair: {where}; got {got}, expected {expected}",
-                 "break ties by the smallest pair: min(stats, key=lambda p: (-stats[p], p)).")
+        outcome = f"got {got}, expected {expected}"
+        diagnose(got, [
+            ([first_seen_among_ties(ids)], f"train breaks ties by the first pair seen: {where}; {outcome}",
+             "max(stats, key=stats.get) returns the first of the tied pairs in dict order; break ties by "
+             "the smallest pair, as HF tokenizers does: min(stats, key=lambda p: (-stats[p], p))."),
+            ([largest_among_ties(ids)], f"train breaks ties by the largest pair: {where}; {outcome}",
+             "break ties by the smallest pair: min(stats, key=lambda p: (-stats[p], p))."),
+        ], matches=operator.eq)
         fail(f"{context} gave {got}, expected {expected}",
              "merge the most frequent pair; among equally frequent pairs, the smallest (compare the tuples).")
 
@@ -296,10 +191,12 @@ def check_encode(encode: Callable) -> None:
         expected = reference_encode(text, merges)
         if got == expected:
             continue
-        if got in (_encode_leftmost_first(text, merges), _encode_reverse_order(text, merges)):
-            fail(f"encode applies the merges out of rank order: {context} gave {got}, expected {expected}",
-                 "at each step merge the pair with the lowest rank (learnt earliest) among all adjacent pairs, "
-                 "not the leftmost mergeable pair or the latest merge: min(pairs, key=rank).")
+        out_of_order = (encode_leftmost_first(text, merges), encode_reverse_order(text, merges))
+        diagnose(got, [(out_of_order, f"encode applies the merges out of rank order: {context} gave {got}, "
+                                      f"expected {expected}",
+                        "at each step merge the pair with the lowest rank (learnt earliest) among all adjacent "
+                        "pairs, not the leftmost mergeable pair or the latest merge: min(pairs, key=rank).")],
+                 matches=_one_of)
         fail(f"{context} gave {got}, expected {expected}",
              "start from list(text.encode('utf-8')); while some adjacent pair is in merges, merge the one "
              "with the lowest index i into 256 + i.")

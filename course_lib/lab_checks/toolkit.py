@@ -1,25 +1,31 @@
 """Building blocks for the labs' hidden checks: run student code, compare, explain failures.
 
-Every lab has a module ``course_lib.lab_checks.<lab>`` with one ``check_*`` function per graded
-test cell. A check calls the student's function on seeded random inputs on
-:func:`course_lib.get_device` (CUDA when present, else the CPU), compares with the
-``course_lib`` reference, and raises :class:`CheckFailed` (an ``AssertionError``) whose message
-says *what* is wrong and *why* it probably happened::
+Every lab has a module ``course_lib.lab_checks.<topic>`` whose ``RUBRIC`` names one check per graded
+test cell. A check calls the student's function on seeded random inputs (:func:`trials`) on
+:func:`course_lib.get_device` (CUDA when present, else the CPU), compares with the ``course_lib``
+reference, and raises :class:`CheckFailed` (an ``AssertionError``) whose message says *what* is
+wrong and *why* it probably happened::
 
-    scaled_dot_product_attention: the weights' rows do not sum to 1 (row sums ... on
-    q (2, 3, 5, 8), k (2, 3, 7, 8), v (2, 3, 7, 4)).
-    Hint: your weights sum to 1 down the query axis; softmax must run over the last (key) axis.
+    the weights' rows do not sum to 1, their columns do (on q (2, 3, 5, 8), k (2, 3, 7, 8), v (2, 3, 7, 4))
+    Hint: your weights sum to 1 down the query axis; softmax must run over the last (key) axis: ...
 
-The lab module also declares its ``RUBRIC`` (:mod:`.rubric`): one criterion per grade cell (the
-cell's ``grade_id``, its points, the check and which student functions it needs) and the reference
-of every function, so a grader can run the checks without the notebook and the tests can hold the
-notebook to the rubric.
+What every lab needs, here once:
 
-Not covered: sandboxing (student code runs in this process), timeouts, notebook handling.
+* calling student code: :func:`call_student` (inputs deep-copied, exceptions turned into failures
+  with a hint), :func:`call_for_tensor` (the same, for a function that returns one tensor);
+* checking what it returned: :func:`expect_results` (a tuple of so many results),
+  :func:`expect_tensor` (shape, dtype, device), :func:`expect_close` (values, with the largest
+  difference and where it is);
+* recognising a classic mistake: :func:`diagnose` fails with the first known mistake whose result
+  equals the student's (:func:`is_close` by default; :func:`close_to_any` where a mistake can take
+  several forms), with the hint that fixes it.
+
+Not covered: the rubric and which functions a cell grades (:mod:`.rubric`), sandboxing (student
+code runs in this process), timeouts, notebook handling.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +34,8 @@ from ..runtime import get_device
 
 __all__ = [
     "ATOL", "RTOL", "CheckFailed", "Trial",
-    "fail", "trials", "call_student", "expect_tensor", "expect_close", "is_close", "describe_shapes",
+    "fail", "trials", "clone_nested", "call_student", "call_for_tensor", "expect_results", "expect_tensor",
+    "expect_close", "is_close", "close_to_any", "diagnose", "describe_shapes",
 ]
 
 ATOL = 1e-5  # fp32 results of the same maths computed in a different order differ by ~1e-7
@@ -87,15 +94,27 @@ def _hint_for_exception(error: BaseException) -> str | None:
     return None
 
 
+def clone_nested(value):
+    """A copy of ``value`` with every tensor cloned, also inside dicts, lists and tuples (nested
+    parameter dicts, a cache of ``(k, v)`` pairs); anything else is shared, not copied."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {key: clone_nested(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [clone_nested(item) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)  # a namedtuple takes fields
+    return value
+
+
 def call_student(function: Callable, *args, name: str | None = None, **kwargs):
     """Call a student's function and turn any exception into a :class:`CheckFailed`.
 
-    Tensor arguments are cloned, so code that edits its inputs in place (``q /= ...``) cannot
-    change the numbers the check compares against.
+    The arguments are copied with :func:`clone_nested`, so code that edits its inputs in place
+    (``q /= ...``, zeroing a parameter dict) cannot change the numbers the check compares against.
     """
     name = name or getattr(function, "__name__", "your function")
-    args = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
-    kwargs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    args, kwargs = clone_nested(args), clone_nested(kwargs)
     try:
         return function(*args, **kwargs)
     except CheckFailed:
@@ -103,6 +122,32 @@ def call_student(function: Callable, *args, name: str | None = None, **kwargs):
     except Exception as error:  # the student's bug, reported as a failed check with the cause
         detail = f": {error}" if str(error) else ""
         fail(f"{name} raised {type(error).__name__}{detail}", _hint_for_exception(error))
+
+
+def call_for_tensor(function: Callable, *args, name: str, shape: Sequence[int] | None = None,
+                    label: str | None = None, context: str = "", **kwargs) -> torch.Tensor:
+    """:func:`call_student`, then :func:`expect_tensor` on the result, called ``label`` in messages
+    (by default ``"<name>'s result"``)."""
+    result = call_student(function, *args, name=name, **kwargs)
+    return expect_tensor(result, name=label or f"{name}'s result", shape=shape, context=context)
+
+
+def expect_results(value, names: Sequence[str], *, function: str, context: str = "",
+                   tensors: bool = False) -> tuple:
+    """Check that ``function`` returned one result per name, as a tuple (or list), each a tensor if
+    ``tensors``; return them as a tuple. Messages call the results by the lab's names for them:
+    ``scaled_dot_product_attention should return a pair (output, weights), got NoneType``.
+    """
+    if not (isinstance(value, (tuple, list)) and len(value) == len(names)):
+        got = f"{len(value)} values" if isinstance(value, (tuple, list)) else type(value).__name__
+        expected = ("a pair " if len(names) == 2 else "") + f"({', '.join(names)})"
+        where = f" (on {context})" if context else ""
+        fail(f"{function} should return {expected}, got {got}{where}",
+             f"end the function with `return {', '.join(names)}`.")
+    if tensors:
+        for name, item in zip(names, value):
+            expect_tensor(item, name=name, context=context)
+    return tuple(value)
 
 
 def describe_shapes(**tensors: torch.Tensor | None) -> str:
@@ -141,6 +186,11 @@ def is_close(actual: torch.Tensor, expected: torch.Tensor, atol: float = ATOL, r
     return bool(torch.allclose(actual.detach().cpu().float(), expected.detach().cpu().float(), atol=atol, rtol=rtol))
 
 
+def close_to_any(actual: torch.Tensor, candidates: Iterable[torch.Tensor]) -> bool:
+    """:func:`is_close` to at least one of ``candidates`` (the forms one mistake can take), for :func:`diagnose`."""
+    return any(is_close(actual, candidate) for candidate in candidates)
+
+
 def expect_close(
     actual: torch.Tensor,
     expected: torch.Tensor,
@@ -168,3 +218,18 @@ def expect_close(
         hint,
     )
 
+
+
+def diagnose(got, diagnoses: Iterable[tuple[object, str, str | None]], *, context: str = "",
+             matches: Callable[[object, object], bool] = is_close) -> None:
+    """Fail with the first diagnosis whose expected value matches the student's result ``got``.
+
+    Each diagnosis is ``(expected, problem, hint)``: what a known mistake returns (or a function of no
+    arguments that computes it, called only if no earlier diagnosis matched), what that mistake is,
+    and how to fix it. ``matches(got, expected)`` compares (:func:`is_close` unless told otherwise);
+    the message is ``problem``, followed by `` (on context)`` when a context is given. Returns when
+    no diagnosis matches: the caller then reports the general failure.
+    """
+    for expected, problem, hint in diagnoses:
+        if matches(got, expected() if callable(expected) else expected):
+            fail(f"{problem} (on {context})" if context else problem, hint)
