@@ -1,13 +1,14 @@
-"""The labs' hidden checks: one module per lab, each a ``RUBRIC`` of graded checks, built on :mod:`.toolkit`.
+"""The labs' hidden checks: one module or package per lab, each a ``RUBRIC`` of graded checks, on :mod:`.toolkit`.
 
 * :mod:`.toolkit`: run student code on seeded random inputs, compare with the ``course_lib``
   reference, fail with a message that says what is wrong and hints why (:class:`CheckFailed`),
   name a classic mistake (:func:`~.toolkit.diagnose`); :mod:`.rubric`: a lab's graded cells and references.
-* One module per lab, named after its topic, numbered by its chapter: :mod:`.attention` (lab 01),
+* One per lab, named after its topic, numbered by its chapter: :mod:`.attention` (lab 01),
   :mod:`.tokenization` (lab 02), :mod:`.seq2seq` (lab 04), :mod:`.decoding` (lab 05), :mod:`.reformer`
-  (lab 06). Each holds the lab's ``RUBRIC`` and ``REFERENCES``; a lab whose checks would not fit one
-  short module keeps them in parts beside it, ``<topic>_<part>.py`` (e.g. :mod:`.decoding_sampling`,
-  :mod:`.decoding_beam_search`), its references and inputs in ``<topic>_references.py`` where they are many.
+  (lab 06). Each exposes the lab's ``RUBRIC`` and ``REFERENCES``. One rule for size: a lab whose
+  checks fit one short module is that module (attention); the others are a package whose
+  ``__init__`` holds the rubric and whose modules are the lab's parts (e.g. :mod:`.decoding.sampling`,
+  :mod:`.decoding.beam_search`), with ``references.py`` where the references and inputs are many.
 
 A lab's hidden test cells import its module and run one criterion of its ``RUBRIC`` per cell, e.g.
 ``attention_checks.RUBRIC.run("test_sdpa_scaling", scaled_dot_product_attention)``; the

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from course_lib.lab_checks import tokenization as tokenization_checks
-from course_lib.lab_checks import tokenization_references
+from course_lib.lab_checks.tokenization import checks as tokenization_part
+from course_lib.lab_checks.tokenization import references as tokenization_references
 from course_lib.lab_checks.toolkit import CheckFailed, trials
 from course_lib.tokenization import ByteLevelBPE, merge_pair, train_bpe_naive
 
@@ -58,17 +59,17 @@ def test_checks_are_reproducible_and_exercise_runs_ties_and_two_byte_letters():
         seen.append((text, num_merges))
         return tokenization_references.reference_train(text, num_merges)
 
-    tokenization_checks.check_train(spy)
+    tokenization_part.check_train(spy)
     first = list(seen)
     seen.clear()
-    tokenization_checks.check_train(spy)
-    assert first == seen and len(first) == tokenization_checks.TRIALS
+    tokenization_part.check_train(spy)
+    assert first == seen and len(first) == tokenization_part.TRIALS
     assert len({text for text, _ in first}) == len(first) and len({n for _, n in first}) > 1
     corpora = [tokenization_references.random_corpus(trial) for trial in trials(30, seed=0)]
     assert any("ĉ" in text for text in corpora) and any(re.search(r"(.)\1\1", text) for text in corpora)
-    tokenization_checks.check_train_ties(spy)
+    tokenization_part.check_train_ties(spy)
     tie_texts = {text for text, _ in seen[len(first):]}
-    assert len(tie_texts) == tokenization_checks.TRIALS  # enough tied corpora were drawn
+    assert len(tie_texts) == tokenization_part.TRIALS  # enough tied corpora were drawn
 
 
 @pytest.mark.parametrize(("function", "value", "message"), [
@@ -88,7 +89,7 @@ def test_merge_check_reports_a_lost_last_token_with_the_general_message():
         return merge_pair(ids, pair, new_id)[:-1] if ids else []
 
     with pytest.raises(CheckFailed, match=r"merge\(\[1, 2, 3, 1, 2\], \(1, 2\), 256\) gave \[256, 3\]") as failure:
-        tokenization_checks.check_merge(drops_the_tail)
+        tokenization_part.check_merge(drops_the_tail)
     assert "do not lose the last token" in failure.value.hint
 
 

@@ -1,28 +1,7 @@
-"""Hidden checks of lab 02, tokenization (byte-pair encoding): pair counts, a merge step, training, encoding.
+"""The checks of lab 02, tokenization: pair counts, a merge step, training, encoding; one per graded cell.
 
-One ``check_*`` function per graded cell of ``labs/source/02_tokenization/tokenization.ipynb``;
-``RUBRIC`` lists them with their points and ``REFERENCES`` the course's version of each function.
-Students work on plain lists of ints: a text's UTF-8 bytes (ids 0-255), and merge ``i`` creates
-id ``256 + i``. The references (:mod:`.tokenization_references`) are built from the library's own
-building blocks (:func:`course_lib.tokenization.get_stats`, :func:`~course_lib.tokenization.best_pair`,
-:func:`~course_lib.tokenization.merge_pair`), which follow HF ``tokenizers``' rules: overlapping
-pairs all count ("aaaa" holds ``(a, a)`` three times), merging scans left to right without overlaps,
-ties go to the smallest pair, and encoding applies merges in rank order.
-
-Each classic mistake costs only its own cell:
-
-* ``train`` and ``encode`` are graded with the reference ``get_stats`` and ``merge`` in the
-  student's namespace for the duration of the check (:meth:`~course_lib.lab_checks.rubric.Rubric.run`),
-  so a wrong helper does not sink them;
-* :func:`check_train` uses corpora whose best pair is unique at every step (the tie rule cannot
-  matter), and :func:`check_train_ties` asks for one merge on corpora with a tie (stale counts
-  cannot matter);
-* the mistakes written out in :mod:`.tokenization_references` are named by
-  :func:`~course_lib.lab_checks.toolkit.diagnose`.
-
-Trials are seeded (:func:`~course_lib.lab_checks.toolkit.trials`); the corpora are random words
-over a small random alphabet, sometimes with a two-byte letter, so runs, ties and partial
-characters all occur. Not covered: pre-tokenization and the byte-to-character mapping (the chapter's business).
+The package's docstring (:mod:`course_lib.lab_checks.tokenization`) says how each classic mistake
+costs only its own cell; the references and the written-out mistakes are in :mod:`.references`.
 """
 from __future__ import annotations
 
@@ -30,18 +9,15 @@ import operator
 from collections.abc import Callable, Mapping
 from itertools import pairwise
 
-from ..tokenization import best_pair, merge_pair
-from .rubric import Criterion, Rubric
-from .tokenization_references import (
+from ...tokenization import best_pair, merge_pair
+from .references import (
     encode_leftmost_first, encode_reverse_order, first_seen_among_ties, has_overlap, largest_among_ties,
     only_self_pairs_undercounted, random_corpus, random_ids, reference_encode, reference_get_stats, reference_train,
     tie_free_steps, train_with_stale_counts,
 )
-from .toolkit import call_student, diagnose, fail, trials
+from ..toolkit import call_student, diagnose, fail, trials
 
-__all__ = [
-    "check_get_stats", "check_merge", "check_train", "check_train_ties", "check_encode", "REFERENCES", "RUBRIC",
-]
+__all__ = ["check_encode", "check_get_stats", "check_merge", "check_train", "check_train_ties"]
 
 TRIALS = 12
 
@@ -200,20 +176,3 @@ def check_encode(encode: Callable) -> None:
         fail(f"{context} gave {got}, expected {expected}",
              "start from list(text.encode('utf-8')); while some adjacent pair is in merges, merge the one "
              "with the lowest index i into 256 + i.")
-
-
-# The course's own implementations, in the lab's signatures (see course_lib.lab_checks.rubric).
-REFERENCES = {"get_stats": reference_get_stats, "merge": merge_pair, "train": reference_train, "encode": reference_encode}
-
-RUBRIC = Rubric(references=REFERENCES, criteria=(
-    Criterion("test_get_stats", 2, check_get_stats, ("get_stats",),
-              "pair counts: every adjacent pair, overlaps included"),
-    Criterion("test_merge", 2, check_merge, ("merge",),
-              "merge step: non-overlapping, left to right"),
-    Criterion("test_train", 3, check_train, ("train",),
-              "training loop: recount after every merge, new ids 256, 257, ..."),
-    Criterion("test_train_ties", 1, check_train_ties, ("train",),
-              "ties go to the smallest pair, as in HF tokenizers"),
-    Criterion("test_encode", 3, check_encode, ("encode",),
-              "encoding: merges applied in rank order"),
-))

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from .toolkit import Trial, call_student, close_to_any, diagnose, expect_close, expect_results, fail, is_close, trials
+from ..toolkit import Trial, call_student, close_to_any, diagnose, expect_close, expect_results, fail, is_close, trials
 
 __all__ = [
     "check_forward", "check_inverse", "check_backward", "check_backward_recomputes",

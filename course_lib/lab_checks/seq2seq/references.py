@@ -11,7 +11,7 @@ else), laid out as ``torch.nn.Linear`` and ``torch.nn.LayerNorm`` store them. He
 * the lab's parameter dicts of course_lib's modules: :func:`attention_params`, :func:`decoder_params`;
 * random inputs: padding masks, attention cases, decoder layers with norms that are not the identity.
 
-Not covered: the checks (:mod:`.seq2seq_additive`, :mod:`.seq2seq_decoder`) and the rubric (:mod:`.seq2seq`).
+Not covered: the checks (:mod:`.additive`, :mod:`.decoder`) and the rubric (:mod:`course_lib.lab_checks.seq2seq`).
 """
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..attention.multi_head import MultiHeadAttention, merge_heads, split_heads
-from ..attention.scaled_dot_product import scaled_dot_product_attention
-from ..seq2seq.layers import TransformerDecoderLayer
-from ..seq2seq.rnn import AdditiveAttention
-from .toolkit import Trial
+from ...attention.multi_head import MultiHeadAttention, merge_heads, split_heads
+from ...attention.scaled_dot_product import scaled_dot_product_attention
+from ...seq2seq.layers import TransformerDecoderLayer
+from ...seq2seq.rnn import AdditiveAttention
+from ..toolkit import Trial
 
 __all__ = [
     "LAYER_SIZES", "reference_additive_attention", "reference_attention", "reference_self_attention",

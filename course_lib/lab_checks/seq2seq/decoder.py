@@ -7,7 +7,7 @@
   memory_key_padding_mask)``, compared with :class:`course_lib.TransformerDecoderLayer` (itself pinned
   to ``torch.nn.TransformerDecoderLayer``) holding ``params``.
 
-The references and random inputs are in :mod:`.seq2seq_references`. Each classic mistake costs only
+The references and random inputs are in :mod:`.references`. Each classic mistake costs only
 its cell: :func:`check_self_attention_padding` accepts a missing causal mask
 (:func:`check_causal_self_attention` catches it); the decoder-layer checks run with the reference
 ``masked_self_attention`` and ``cross_attention`` in the student's namespace
@@ -25,11 +25,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .seq2seq_references import (
+from .references import (
     random_attention_case, random_layer, random_padding, reference_attention, reference_cross_attention,
     reference_self_attention, self_mask,
 )
-from .toolkit import (
+from ..toolkit import (
     call_for_tensor, close_to_any, diagnose, expect_close, expect_tensor, fail, is_close, trials,
 )
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from ..tokenization import best_pair, merge_pair
-from ..tokenization import get_stats as library_get_stats
-from .toolkit import Trial
+from ...tokenization import best_pair, merge_pair
+from ...tokenization import get_stats as library_get_stats
+from ..toolkit import Trial
 
 __all__ = [
     "FIRST_NEW_ID", "reference_get_stats", "reference_train", "reference_encode",

@@ -24,8 +24,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..decoding.processors import top_k_filter, top_p_filter
-from .toolkit import CheckFailed, Trial, call_student, diagnose, expect_close, expect_tensor, fail, is_close, trials
+from ...decoding.processors import top_k_filter, top_p_filter
+from ..toolkit import CheckFailed, Trial, call_student, diagnose, expect_close, expect_tensor, fail, is_close, trials
 
 __all__ = [
     "check_top_k", "check_top_k_ties", "check_top_p", "check_distribution_sums_to_one", "check_distribution_filters",

@@ -3,7 +3,7 @@
 ``additive_attention(query (B, D_q), keys (B, S, D_k), W_q (A, D_q), W_k (A, D_k), v (A,),
 key_padding_mask (B, S) | None) -> (context (B, D_k), weights (B, S))`` is compared with
 :class:`course_lib.AdditiveAttention` holding the same weights
-(:func:`~course_lib.lab_checks.seq2seq_references.reference_additive_attention`).
+(:func:`~course_lib.lab_checks.references.reference_additive_attention`).
 
 Each classic mistake costs only its cell: :func:`check_additive_padding` accepts a softmax over
 either axis (the axis is :func:`check_additive_weights`' business, which names a softmax over the
@@ -20,8 +20,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .seq2seq_references import random_padding, reference_additive_attention
-from .toolkit import (
+from .references import random_padding, reference_additive_attention
+from ..toolkit import (
     Trial, call_student, diagnose, expect_close, expect_results, expect_tensor, fail, is_close, trials,
 )
 

@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 import torch
 
-from ..models.gpt import load_shakespeare_gpt
-from ..models.kv_cache import reorder_cache
-from .toolkit import Trial, call_student, diagnose, expect_close, expect_results, expect_tensor, fail, is_close, trials
+from ...models.gpt import load_shakespeare_gpt
+from ...models.kv_cache import reorder_cache
+from ..toolkit import Trial, call_student, diagnose, expect_close, expect_results, expect_tensor, fail, is_close, trials
 
 __all__ = [
     "check_beam_scores", "check_beam_rows", "check_beam_cache", "check_finished_score",

@@ -2,8 +2,8 @@
 
 ``RUBRIC`` lists the graded cells of ``labs/source/06_reformer/reformer.ipynb`` with their points and
 checks, ``REFERENCES`` the course's version of every function the lab asks for. The checks live in
-two parts: :mod:`.reformer_lsh` (``hash_vectors``, ``sort_by_bucket``, ``chunk``, ``look_back``) and
-:mod:`.reformer_reversible` (``reversible_forward``, ``reversible_inverse``, ``reversible_backward``);
+two parts: :mod:`.lsh` (``hash_vectors``, ``sort_by_bucket``, ``chunk``, ``look_back``) and
+:mod:`.reversible` (``reversible_forward``, ``reversible_inverse``, ``reversible_backward``);
 each part's docstring says how its classic mistakes cost only their own cell.
 
 Everything a check exchanges with student code is tensors, ints and tuples of one head and one
@@ -12,15 +12,15 @@ Not covered: the attention itself inside the chunks (the chapter's business), se
 """
 from __future__ import annotations
 
-from .reformer_lsh import (
+from .lsh import (
     check_chunk, check_hash, check_look_back, check_sort, check_undo, reference_chunk, reference_hash,
     reference_look_back, reference_sort,
 )
-from .reformer_reversible import (
+from .reversible import (
     check_backward, check_backward_recomputes, check_forward, check_inverse, reference_backward, reference_forward,
     reference_inverse,
 )
-from .rubric import Criterion, Rubric
+from ..rubric import Criterion, Rubric
 
 __all__ = ["REFERENCES", "RUBRIC"]
 

@@ -2,8 +2,8 @@
 
 ``RUBRIC`` lists the graded cells of ``labs/source/05_decoding/decoding.ipynb`` with their points and
 checks, ``REFERENCES`` the course's version of every function the lab asks for. The checks live in
-two parts: :mod:`.decoding_sampling` (``top_k_filter``, ``top_p_filter``, ``filtered_distribution``)
-and :mod:`.decoding_beam_search` (``beam_search_step``, ``finished_score``); each part's docstring
+two parts: :mod:`.sampling` (``top_k_filter``, ``top_p_filter``, ``filtered_distribution``)
+and :mod:`.beam_search` (``beam_search_step``, ``finished_score``); each part's docstring
 says how its classic mistakes cost only their own cell.
 
 Trials are seeded (:func:`~course_lib.lab_checks.toolkit.trials`) and run on :func:`course_lib.get_device`.
@@ -11,15 +11,15 @@ Not covered: EOS handling and the finished list (``course_lib.decoding.beam_sear
 """
 from __future__ import annotations
 
-from .decoding_beam_search import (
+from .beam_search import (
     check_beam_cache, check_beam_rows, check_beam_scores, check_finished_score, reference_beam_step,
     reference_finished_score,
 )
-from .decoding_sampling import (
+from .sampling import (
     check_distribution_filters, check_distribution_sums_to_one, check_top_k, check_top_k_ties, check_top_p,
     reference_distribution, top_k_filter, top_p_filter,
 )
-from .rubric import Criterion, Rubric
+from ..rubric import Criterion, Rubric
 
 __all__ = ["REFERENCES", "RUBRIC"]
 
