@@ -22,7 +22,7 @@ def load_module(path: Path, name: str) -> ModuleType:
     return module
 
 
-labs_script = importlib.import_module("course_grader.course")  # the instructor steps behind scripts/labs.py
+from course_grader import course as nbgrader_course  # noqa: E402  (the instructor steps behind scripts/labs.py)
 
 
 class LabFiles(NamedTuple):

@@ -13,24 +13,19 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from course_grader import cells
 from course_lib.lab_checks.rubric import Rubric
-from tests.labtools import LabFiles, labs_script, notebook
+from tests.labtools import LabFiles, nbgrader_course, notebook
 
 # Ungraded cells a kernel here never runs: the Colab installer and the closing demo (it loads trained models).
 SKIPPED_CELLS = ("colab-setup", "try-it")
 
 
-def cell_source(cell: dict) -> str:
-    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-
-
-def nbgrader(cell: dict) -> dict:
-    """The cell's nbgrader metadata (empty for a plain cell)."""
-    return cell["metadata"].get("nbgrader", {})
+cell_source, nbgrader = cells.source, cells.nbgrader_metadata  # the grader's predicates, read the same way
 
 
 def grade_cells(path: Path) -> list[dict]:
-    return [cell for cell in notebook(path)["cells"] if nbgrader(cell).get("grade")]
+    return [cell for cell in notebook(path)["cells"] if cells.is_grade(cell)]
 
 
 def hidden_and_visible(cell: dict) -> tuple[str | None, str]:
@@ -42,13 +37,13 @@ def hidden_and_visible(cell: dict) -> tuple[str | None, str]:
 def submission(files: LabFiles, mistake: Path | None = None) -> dict[str, str]:
     """``{grade_id: code}`` of the solution cells as a student hands them in: the reference solution,
     with a mistake file's functions replacing the cells that define them (as ``scripts/labs.py`` does)."""
-    solutions = labs_script.solution_code(files.source)
-    return {**solutions, **(labs_script.mistake_code(mistake, solutions) if mistake else {})}
+    solutions = nbgrader_course.solution_code(files.source)
+    return {**solutions, **(nbgrader_course.mistake_code(mistake, solutions) if mistake else {})}
 
 
 def stubs(files: LabFiles) -> dict[str, str]:
     """``{grade_id: code}`` of the release's solution cells: the stubs students start from."""
-    return labs_script.solution_code(files.release)
+    return nbgrader_course.solution_code(files.release)
 
 
 def kernel(files: LabFiles, code: Mapping[str, str] | None = None, *, examples: bool = False) -> dict:

@@ -25,7 +25,7 @@ from course_lib.runtime import get_device
 from tests.labs.support import (
     cell_source, grade_cells, hidden_and_visible, kernel, nbgrader, run_rubric, stubs, submission, visible_failures,
 )
-from tests.labtools import lab_files, labs_script, mistake_fails, notebook
+from tests.labtools import lab_files, nbgrader_course, mistake_fails, notebook
 from tests.paths import REPO
 
 BY_TOPIC = pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.topic)
@@ -85,12 +85,12 @@ def test_one_solution_cell_per_graded_function_and_nothing_else_graded(lab):
     for cell in notebook(files.source)["cells"]:
         if nbgrader(cell).get("solution"):
             assert not nbgrader(cell).get("grade"), f"{cell['id']}: a solution cell is not graded itself"
-            tree = ast.parse(labs_script.solution_code(files.source)[nbgrader(cell)["grade_id"]])
+            tree = ast.parse(nbgrader_course.solution_code(files.source)[nbgrader(cell)["grade_id"]])
             functions = [node.name for node in tree.body if isinstance(node, ast.FunctionDef)]
             assert len(functions) == 1, f"{cell['id']} defines {functions}"
             defined += functions
     assert sorted(defined) == sorted(_functions(lab)) == sorted(lab.checks.RUBRIC.references)
-    assert not any("BEGIN SOLUTION" in code for code in labs_script.solution_code(files.source).values())
+    assert not any("BEGIN SOLUTION" in code for code in nbgrader_course.solution_code(files.source).values())
 
 
 @BY_TOPIC
@@ -170,13 +170,13 @@ def test_each_known_mistake_fails_exactly_its_cells_with_a_hint(lab, mistake):
 def test_mistake_files_replace_only_the_cells_of_their_functions(lab, mistake):
     """A mistake file's functions replace exactly the solution cells defining them, and it may fail only
     cells that grade one of them."""
-    solutions = labs_script.solution_code(lab_files(lab.topic).source)
+    solutions = nbgrader_course.solution_code(lab_files(lab.topic).source)
     text = mistake.read_text(encoding="utf-8")
     functions = {node.name: ast.get_source_segment(text, node) for node in ast.parse(text).body
                  if isinstance(node, ast.FunctionDef)}
     cell_of = {name: grade_id for grade_id, code in solutions.items()
                for name in re.findall(r"^def (\w+)\(", code, re.MULTILINE)}
-    assert labs_script.mistake_code(mistake, solutions) == {cell_of[name]: code for name, code in functions.items()}
+    assert nbgrader_course.mistake_code(mistake, solutions) == {cell_of[name]: code for name, code in functions.items()}
     graded_by_them = {c.grade_id for c in lab.checks.RUBRIC if set(c.functions) & set(functions)}
     assert set(mistake_fails(mistake)) <= graded_by_them
 
