@@ -1,4 +1,4 @@
-"""Shared by the lab tests: a lab's files, the instructor script, and loading fixture modules."""
+"""Shared by the lab and grader tests: a lab's files, the nbgrader course steps, and loading fixture modules."""
 from __future__ import annotations
 
 import ast
@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
 
+from course_grader import course as nbgrader_course  # the instructor steps behind scripts/labs.py
 from course_grader.registry import lab as find_lab
 from tests.paths import FIXTURES, REPO
 
@@ -21,8 +22,6 @@ def load_module(path: Path, name: str) -> ModuleType:
     spec.loader.exec_module(module)
     return module
 
-
-from course_grader import course as nbgrader_course  # noqa: E402  (the instructor steps behind scripts/labs.py)
 
 
 class LabFiles(NamedTuple):
