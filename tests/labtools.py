@@ -23,7 +23,6 @@ def load_module(path: Path, name: str) -> ModuleType:
     return module
 
 
-
 class LabFiles(NamedTuple):
     assignment: str  # e.g. "05_decoding"
     source: Path  # labs/source/<assignment>/<notebook>.ipynb
