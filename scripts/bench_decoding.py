@@ -14,7 +14,6 @@ depend on the machine.
 from __future__ import annotations
 
 import argparse
-import pathlib
 import time
 
 import torch

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import pathlib
 import time
 
 import torch
@@ -34,9 +33,9 @@ import torch.nn.functional as F
 
 from course_lib.data import read_text
 from course_lib.models.gpt import GPT, GPTConfig
+from course_lib.runtime import CHECKPOINT_DIR
 from course_lib.tokenization import ByteLevelBPE, train_bpe
 
-from course_lib.runtime import CHECKPOINT_DIR
 NAME = "gpt_shakespeare"
 VOCAB_SIZE = 2048
 END_OF_TEXT = "<|endoftext|>"

@@ -12,7 +12,6 @@ float16 to keep the committed file small (it is loaded back as float32), under t
 from __future__ import annotations
 
 import argparse
-import pathlib
 import time
 
 import torch

@@ -27,11 +27,10 @@ import subprocess
 import time
 from pathlib import Path
 
-
 import torch
 
-from course_lib.seq2seq import translation as tr
 from course_lib.runtime import get_device
+from course_lib.seq2seq import translation as tr
 from course_lib.seq2seq.rnn import RNNSeq2Seq
 from course_lib.seq2seq.training import train_seq2seq
 from course_lib.seq2seq.transformer import Transformer

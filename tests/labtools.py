@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
 
-from course_grader import course as nbgrader_course  # the instructor steps behind scripts/labs.py
+from course_grader import course as nbgrader_course  # noqa: F401 (the instructor steps behind scripts/labs.py, for the tests)
 from course_grader.registry import lab as find_lab
 from tests.paths import FIXTURES, REPO
 

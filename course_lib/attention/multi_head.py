@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .scaled_dot_product import fused_attention, scaled_dot_product_attention
 from .masks import to_additive
+from .scaled_dot_product import fused_attention, scaled_dot_product_attention
 
 __all__ = ["split_heads", "merge_heads", "MultiHeadAttention"]
 

@@ -23,9 +23,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .scaled_dot_product import scaled_dot_product_attention
-from .masks import causal_mask, padding_mask
 from ..viz import Explorer, plot_attention
+from .masks import causal_mask, padding_mask
+from .scaled_dot_product import scaled_dot_product_attention
 
 __all__ = [
     "attention_explorer", "scaling_explorer", "mask_explorer",

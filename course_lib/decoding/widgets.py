@@ -27,11 +27,11 @@ import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure
 
+from ..viz import Explorer
 from .generation import generate
+from .processors import sampling_logits
 from .search import BeamSearchStep, beam_search
 from .steppers import CausalLMStepper
-from .processors import sampling_logits
-from ..viz import Explorer
 
 __all__ = [
     "BeamNode",

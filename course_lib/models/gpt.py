@@ -32,7 +32,6 @@ groups and training (``scripts/train_gpt.py``), flash/rotary/grouped-query atten
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import torch

@@ -12,11 +12,11 @@ from .axial import AxialPositionEmbeddings, PositionEmbeddings
 from .chunked_ff import ChunkedFeedForward, apply_chunking
 from .local_attention import LocalSelfAttention, look_adjacent
 from .lsh import (
-    validate_num_buckets,
     hash_vectors,
     random_rotations,
     sort_by_bucket,
     total_buckets,
+    validate_num_buckets,
 )
 from .lsh_attention import LSHSelfAttention, normalise_keys
 from .model import (

@@ -34,16 +34,16 @@ from ..attention.multi_head import merge_heads, split_heads
 from .local_attention import (
     _validate_mask,
     attend_in_chunks,
-    validate_chunking,
     look_adjacent,
+    validate_chunking,
 )
 from .lsh import (
     NumBuckets,
-    validate_num_buckets,
     hash_vectors,
     random_rotations,
     sort_by_bucket,
     total_buckets,
+    validate_num_buckets,
 )
 
 __all__ = ["LSHSelfAttention", "normalise_keys"]

@@ -28,6 +28,7 @@ import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure
 
+from ..viz import Explorer
 from . import (
     hash_vectors,
     look_adjacent,
@@ -37,7 +38,6 @@ from . import (
     total_buckets,
 )
 from .local_attention import SELF_MASK_VALUE, attend_in_chunks, validate_chunking
-from ..viz import Explorer
 
 __all__ = ["LSHPattern", "clustered_vectors", "lsh_explorer", "lsh_pattern", "spelling_vectors"]
 

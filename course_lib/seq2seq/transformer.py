@@ -27,9 +27,8 @@ import torch
 from torch import nn
 
 from ..attention.masks import causal_mask
-from ..attention.recorder import RecordedAttention, record_attention
 from ..attention.positional import SinusoidalPositionalEncoding
-from .validation import validate_token_ids
+from ..attention.recorder import RecordedAttention, record_attention
 from .layers import (
     TransformerDecoder,
     TransformerDecoderLayer,
@@ -37,6 +36,7 @@ from .layers import (
     TransformerEncoderLayer,
     _activation_name,
 )
+from .validation import validate_token_ids
 
 __all__ = ["Transformer", "attention_by_kind", "attention_maps"]
 

@@ -37,8 +37,8 @@ from torch import nn
 from ..data.loader import multi30k_dataset
 from ..decoding.generation import generate
 from ..runtime import CHECKPOINT_DIR
-from .rnn import RNNSeq2Seq
 from ..tokenization import ByteLevelBPE, train_bpe
+from .rnn import RNNSeq2Seq
 from .transformer import Transformer
 
 __all__ = [

@@ -21,11 +21,11 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 from torch import nn
 
-from .alignment import Alignment, align
 from ..data.loader import load_multi30k
+from ..viz import Explorer
+from .alignment import Alignment, align
 from .transformer import Transformer
 from .translation import Tokenizers, load_translation_model
-from ..viz import Explorer
 
 __all__ = ["ALIGNED_MODELS", "example_sentences", "plot_alignment", "translation_alignment", "translation_explorer"]
 

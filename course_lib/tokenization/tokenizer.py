@@ -22,9 +22,9 @@ from .byte_level import (
     BYTE_TO_CHAR,
     CHAR_TO_BYTE,
     SPLIT_REGEX,
-    validate_text,
     from_byte_chars,
     split_special,
+    validate_text,
 )
 
 __all__ = ["ByteLevelBPE", "merge_pair"]

@@ -27,10 +27,9 @@ from typing import NamedTuple
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from .tokenizer import ByteLevelBPE
-from .byte_level import SPLIT_REGEX, validate_text, from_byte_chars, split_special
-from .tokenizer import merge_pair
 from ..viz import Explorer
+from .byte_level import SPLIT_REGEX, from_byte_chars, split_special, validate_text
+from .tokenizer import ByteLevelBPE, merge_pair
 
 __all__ = ["MergeStep", "merge_steps", "tokens_after", "readable_token", "merge_stepper"]
 

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import autograder, bench, course, feedback
-from .registry import LABS, Lab
-from .registry import lab as find_lab
+from .registry import LABS, Lab, lab as find_lab
 from .sandbox import Limits
 
 __all__ = ["Checkout", "bench_main", "grade_main", "labs_main", "print_warnings", "private_paths", "write_text_feedback"]

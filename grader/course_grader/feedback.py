@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import cells
-from .cells import multiline_text
 from .autograder import paths_hidden_from_students
+from .cells import multiline_text
 from .course import run_nbgrader
 from .protocol import safe_text
 from .registry import lab as find_lab

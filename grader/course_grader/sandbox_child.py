@@ -28,9 +28,9 @@ Linux only.
 from __future__ import annotations
 
 import builtins
-import importlib
 import ctypes
 import fcntl
+import importlib
 import os
 import resource
 import signal

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from torch import nn
 
-from tests.conftest import available_devices
 from course_lib import (
     MultiHeadAttention,
     SinusoidalPositionalEncoding,
@@ -16,6 +14,7 @@ from course_lib import (
     padding_mask,
     split_heads,
 )
+from tests.conftest import available_devices
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 

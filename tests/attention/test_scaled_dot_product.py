@@ -6,11 +6,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from tests.conftest import available_devices
 from course_lib import causal_mask, fused_attention, scaled_dot_product_attention, to_additive
+from tests.conftest import available_devices
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 

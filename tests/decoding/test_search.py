@@ -10,23 +10,35 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 transformers = pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 from transformers.generation.logits_process import (  # noqa: E402
-    NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
     TopPLogitsWarper,
 )
 
 import course_lib.decoding.generation as generation  # noqa: E402
 from course_lib.decoding import (  # noqa: E402
-    CausalLMStepper, batched_beam_search, beam_search, beam_step, generate, stepper_for,
+    CausalLMStepper,
+    batched_beam_search,
+    beam_search,
+    beam_step,
+    generate,
+    stepper_for,
 )
 from course_lib.decoding.generation import decoding_penalties  # noqa: E402
 from course_lib.decoding.processors import (  # noqa: E402
-    no_repeat_ngram_mask, repetition_penalty, sampling_logits, temperature, top_k_filter, top_p_filter,
+    no_repeat_ngram_mask,
+    repetition_penalty,
+    sampling_logits,
+    temperature,
+    top_k_filter,
+    top_p_filter,
 )
 from course_lib.models.gpt import GPT  # noqa: E402
 from course_lib.seq2seq.transformer import Transformer  # noqa: E402

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from course_lib.attention.widgets import Explorer
 from course_lib.decoding import generate
 from course_lib.decoding.widgets import (
     beam_tree,
@@ -13,7 +14,6 @@ from course_lib.decoding.widgets import (
     sampling_explorer,
 )
 from course_lib.models.gpt import GPT, load_shakespeare_gpt
-from course_lib.attention.widgets import Explorer
 
 
 def test_top_p_keeps_the_token_that_crosses_the_threshold():

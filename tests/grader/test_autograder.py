@@ -16,8 +16,7 @@ import pytest
 import course_grader
 import course_lib.lab_checks
 from course_grader import autograder, cells, course
-from course_grader.registry import LABS
-from course_grader.registry import lab as find_lab
+from course_grader.registry import LABS, lab as find_lab
 from course_grader.sandbox import Limits, Sandbox
 from course_lib.lab_checks import attention as attention_checks
 from tests.grader import CHECKOUT

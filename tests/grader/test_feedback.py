@@ -27,7 +27,6 @@ from tests.grader import CHECKOUT
 from tests.labtools import lab_files
 from tests.paths import FIXTURES
 
-
 LAB, SOURCE, RELEASE = lab_files("attention")[:3]
 NOTEBOOK = SOURCE.stem
 POINTS = {c.grade_id: float(c.points) for c in attention_checks.RUBRIC}
@@ -234,9 +233,8 @@ def test_no_sandboxed_process_is_left_and_the_cost_is_reported(made):
 
 @pytest.mark.slow
 def test_a_run_past_its_deadline_is_killed_and_reported_for_that_student():
-    from tests.grader.test_sandbox import wait_for_no_sandbox_processes
-
     from course_grader.sandbox import Sandbox
+    from tests.grader.test_sandbox import wait_for_no_sandbox_processes
 
     course = feedback._Course(LAB, {}, {"nbgrader_config.py": b"c = get_config()\n"})
     with Sandbox(Limits(wall_seconds=3), autograder.paths_hidden_from_students(*CHECKOUT.private)) as box:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from course_grader.registry import LABS
-from course_grader.registry import lab as find_lab
+from course_grader.registry import LABS, lab as find_lab
 from course_lib.lab_checks import attention as attention_checks
 from tests.grader import CHECKOUT
 

@@ -15,8 +15,7 @@ import html
 import pytest
 
 from course_grader import course
-from course_grader.registry import LABS
-from course_grader.registry import lab as find_lab
+from course_grader.registry import LABS, lab as find_lab
 from tests.grader import CHECKOUT
 from tests.labtools import lab_files, mistake_fails
 

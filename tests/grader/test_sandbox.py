@@ -25,9 +25,7 @@ import pytest
 import torch
 from nbgrader.api import MissingEntry
 
-from course_grader import autograder, cells, course, sandbox
-from course_grader import protocol as sandbox_protocol
-from course_lib.lab_checks import attention as attention_checks
+from course_grader import autograder, cells, course, protocol as sandbox_protocol, sandbox
 from course_grader.sandbox import (
     ForbiddenResult,
     Limits,
@@ -36,7 +34,7 @@ from course_grader.sandbox import (
     SandboxError,
     SandboxTimeout,
 )
-
+from course_lib.lab_checks import attention as attention_checks
 from tests.grader import CHECKOUT
 from tests.labtools import lab_files, mistake_fails
 from tests.paths import FIXTURES

@@ -17,8 +17,7 @@ from torch import nn
 
 from course_lib.decoding import generate
 from course_lib.decoding.processors import top_k_filter, top_p_filter
-from course_lib.lab_checks.decoding import beam_search as decoding_beam_search
-from course_lib.lab_checks.decoding import sampling as decoding_sampling
+from course_lib.lab_checks.decoding import beam_search as decoding_beam_search, sampling as decoding_sampling
 from course_lib.lab_checks.toolkit import CheckFailed, trials
 from tests.labs.support import kernel
 from tests.labtools import lab_files

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from course_lib.lab_checks import reformer as reformer_checks
-from course_lib.lab_checks.reformer import lsh as reformer_lsh
-from course_lib.lab_checks.reformer import reversible as reformer_reversible
+from course_lib.lab_checks.reformer import lsh as reformer_lsh, reversible as reformer_reversible
 from course_lib.lab_checks.toolkit import CheckFailed
 from course_lib.reformer import ReversibleBlock
 from tests.labs.support import kernel as lab_kernel

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 import course_lib
-from course_lib.lab_checks.seq2seq import decoder as seq2seq_decoder
-from course_lib.lab_checks.seq2seq import references as seq2seq_references
+from course_lib.lab_checks.seq2seq import decoder as seq2seq_decoder, references as seq2seq_references
 from course_lib.lab_checks.toolkit import CheckFailed, trials
 from tests.labs.support import cell_source, kernel as lab_kernel
 from tests.labtools import lab_files, notebook

@@ -11,15 +11,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from course_lib.lab_checks import tokenization as tokenization_checks
-from course_lib.lab_checks.tokenization import checks as tokenization_part
-from course_lib.lab_checks.tokenization import references as tokenization_references
+from course_lib.lab_checks.tokenization import checks as tokenization_part, references as tokenization_references
 from course_lib.lab_checks.toolkit import CheckFailed, trials
 from course_lib.tokenization import ByteLevelBPE, merge_pair, train_bpe_naive
-
 
 # --- the references are the library's rules ------------------------------------------------------
 

@@ -10,8 +10,8 @@ import torch
 
 from course_lib import MultiHeadAttention
 from course_lib.attention.recorder import record_attention
-from course_lib.seq2seq.layers import TransformerEncoderLayer
 from course_lib.models.reverser import REVERSER_ALPHABET, REVERSER_CHECKPOINT, CharVocab, attention_maps, load_reverser
+from course_lib.seq2seq.layers import TransformerEncoderLayer
 
 
 @pytest.fixture(scope="module")

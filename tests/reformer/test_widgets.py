@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from course_lib.attention.widgets import Explorer
 from course_lib.reformer import LSHSelfAttention, random_rotations
 from course_lib.reformer.widgets import (
     clustered_vectors,
@@ -11,7 +12,6 @@ from course_lib.reformer.widgets import (
     lsh_pattern,
     spelling_vectors,
 )
-from course_lib.attention.widgets import Explorer
 
 
 def _library_output(vectors, num_buckets, num_hashes, chunk_length, seed):

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib.seq2seq import translation as tr
-from course_lib.seq2seq.alignment import align, token_labels, translation_attention
+from course_lib.attention.recorder import record_attention
 from course_lib.data import load_multi30k
 from course_lib.decoding import RNNStepper, generate, greedy_search
-from course_lib.attention.recorder import record_attention
+from course_lib.seq2seq import translation as tr
+from course_lib.seq2seq.alignment import align, token_labels, translation_attention
 from course_lib.seq2seq.transformer import attention_by_kind, attention_maps
 
 # Short real test2016 sentences: each greedy translation costs about a second on a busy 2-core CPU.

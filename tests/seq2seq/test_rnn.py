@@ -5,12 +5,11 @@ import re
 
 import pytest
 import torch
-from tests.conftest import available_devices
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from course_lib import padding_mask
 from course_lib.seq2seq.rnn import AdditiveAttention, RNNSeq2Seq
+from tests.conftest import available_devices
 
 DEVICES = available_devices()
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.conftest import available_devices
 
 from course_lib.decoding import RNNStepper, generate, greedy_search
 from course_lib.seq2seq.rnn import RNNSeq2Seq
 from course_lib.seq2seq.training import evaluate, sequence_loss, teacher_forcing_logits, train_seq2seq
 from course_lib.seq2seq.transformer import Transformer
+from tests.conftest import available_devices
 
 PAD, BOS, EOS, VOCAB = 0, 1, 2, 10
 DEVICES = available_devices()

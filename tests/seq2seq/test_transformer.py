@@ -11,20 +11,19 @@ import re
 
 import pytest
 import torch
-from tests.conftest import available_devices
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from course_lib import causal_mask, padding_mask
+from course_lib.attention.recorder import record_attention
 from course_lib.seq2seq.layers import (
     TransformerDecoder,
     TransformerDecoderLayer,
     TransformerEncoder,
     TransformerEncoderLayer,
 )
-from course_lib.attention.recorder import record_attention
 from course_lib.seq2seq.transformer import Transformer, attention_by_kind, attention_maps
+from tests.conftest import available_devices
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 pytestmark = [  # torch's own notes about its nested-tensor fast path, not our concern here

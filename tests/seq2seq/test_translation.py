@@ -10,8 +10,8 @@ import pytest
 import sacrebleu
 import torch
 
-from course_lib.seq2seq import translation as tr
 from course_lib.data import load_multi30k
+from course_lib.seq2seq import translation as tr
 from course_lib.seq2seq.rnn import RNNSeq2Seq
 from course_lib.seq2seq.training import evaluate
 from course_lib.seq2seq.transformer import Transformer

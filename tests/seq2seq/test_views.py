@@ -9,11 +9,11 @@ import re
 import shutil
 
 import pytest
-from tests.conftest import skip_or_fail
 
 from course_lib.seq2seq.alignment import translation_attention
-from course_lib.viz.bertviz_offline import fetch_assets, find_assets, head_view, model_view
 from course_lib.seq2seq.translation import load_translation_model
+from course_lib.viz.bertviz_offline import fetch_assets, find_assets, head_view, model_view
+from tests.conftest import skip_or_fail
 
 SENTENCE = "Ein Typ arbeitet an einem Gebäude."  # from Multi30k test2016; 8 source tokens, 9 decoder tokens
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+from course_lib.data import load_multi30k
 from course_lib.seq2seq import translation as tr
 from course_lib.seq2seq.alignment import align, translation_attention
-from course_lib.data import load_multi30k
 from course_lib.seq2seq.widgets import (
     ALIGNED_MODELS,
     example_sentences,

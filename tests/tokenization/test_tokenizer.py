@@ -7,9 +7,7 @@ import json
 import pathlib
 
 import pytest
-from tests.conftest import skip_or_fail
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from course_lib.data import read_text
 from course_lib.tokenization import (
@@ -25,6 +23,7 @@ from course_lib.tokenization.byte_level import (
     to_byte_chars,
 )
 from course_lib.tokenization.tokenizer import merge_pair
+from tests.conftest import skip_or_fail
 
 EOT = "<|endoftext|>"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from course_lib.data import read_text
 from course_lib.tokenization import best_pair, get_stats, train_bpe, train_bpe_naive

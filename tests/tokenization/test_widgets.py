@@ -6,14 +6,13 @@ from itertools import pairwise
 
 import ipywidgets
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
+from course_lib.attention.widgets import Explorer
 from course_lib.data import read_text
 from course_lib.tokenization import ByteLevelBPE, train_bpe
 from course_lib.tokenization.byte_level import to_byte_chars
 from course_lib.tokenization.widgets import MergeStep, merge_stepper, merge_steps, readable_token, tokens_after
-from course_lib.attention.widgets import Explorer
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 TEXTS = [

@@ -10,8 +10,8 @@ import re
 import shutil
 
 import pytest
-from tests.conftest import skip_or_fail
 
+from course_lib.models.reverser import attention_maps, load_reverser
 from course_lib.viz import bertviz_offline
 from course_lib.viz.bertviz_offline import (
     ASSETS,
@@ -21,7 +21,7 @@ from course_lib.viz.bertviz_offline import (
     make_offline,
     model_view,
 )
-from course_lib.models.reverser import attention_maps, load_reverser
+from tests.conftest import skip_or_fail
 
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
 

@@ -21,11 +21,17 @@ from collections.abc import Callable
 
 import torch
 
-from ...reformer import hash_vectors as library_hash_vectors
-from ...reformer import look_adjacent
-from ...reformer import sort_by_bucket as library_sort_by_bucket
+from ...reformer import hash_vectors as library_hash_vectors, look_adjacent, sort_by_bucket as library_sort_by_bucket
 from ..toolkit import (
-    Trial, call_for_tensor, call_student, diagnose, expect_close, expect_results, expect_tensor, fail, is_close,
+    Trial,
+    call_for_tensor,
+    call_student,
+    diagnose,
+    expect_close,
+    expect_results,
+    expect_tensor,
+    fail,
+    is_close,
     trials,
 )
 

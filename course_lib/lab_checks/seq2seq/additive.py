@@ -20,10 +20,18 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .references import random_padding, reference_additive_attention
 from ..toolkit import (
-    Trial, call_student, diagnose, expect_close, expect_results, expect_tensor, fail, is_close, trials,
+    Trial,
+    call_student,
+    diagnose,
+    expect_close,
+    expect_results,
+    expect_tensor,
+    fail,
+    is_close,
+    trials,
 )
+from .references import random_padding, reference_additive_attention
 
 __all__ = ["check_additive_weights", "check_additive_padding", "check_additive_context"]
 

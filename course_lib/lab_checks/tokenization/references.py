@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from ...tokenization import best_pair, merge_pair
-from ...tokenization import get_stats as library_get_stats
+from ...tokenization import best_pair, get_stats as library_get_stats, merge_pair
 from ..toolkit import Trial
 
 __all__ = [
