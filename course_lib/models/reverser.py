@@ -9,7 +9,7 @@ pre-norm :class:`~course_lib.seq2seq.layers.TransformerEncoderLayer` (ReLU, no d
 norm and a linear head.
 
 * :func:`load_reverser` loads the committed checkpoint (``checkpoints/reverser.pt``, written by
-  ``scripts/train_toy_models.py``) and returns ``(model, vocab)`` on the CPU in eval mode.
+  ``scripts/train_reverser.py``) and returns ``(model, vocab)`` on the CPU in eval mode.
 * :func:`attention_maps` records the attention of one string with
   :func:`course_lib.attention.recorder.record_attention` and returns bertviz's data contract: one
   ``(1, heads, T, T)`` tensor per layer.
@@ -119,7 +119,7 @@ def load_reverser(path: str | pathlib.Path | None = None) -> tuple[Reverser, Cha
     """The trained reverser from ``path`` (default: the committed checkpoint), in eval mode on the CPU."""
     path = pathlib.Path(path) if path is not None else REVERSER_CHECKPOINT
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run `python scripts/train_toy_models.py` to write it")
+        raise FileNotFoundError(f"{path} is missing; run `python scripts/train_reverser.py` to write it")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     vocab = CharVocab(checkpoint["characters"])
     model = Reverser(**checkpoint["config"])

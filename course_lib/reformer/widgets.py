@@ -15,7 +15,7 @@ How the weights are read off the library: :func:`~course_lib.reformer.local_atte
 is run with the one-hot vectors of the positions as *values*, so each query's output is its row
 of attention weights over the positions (a key seen twice gets both weights, exactly as the
 library's output does). Rounds are combined by their softmax normalisers as in
-:class:`~course_lib.reformer.LSHSelfAttention`; ``tests/test_reformer_widgets.py`` checks that
+:class:`~course_lib.reformer.LSHSelfAttention`; ``tests/reformer/test_widgets.py`` checks that
 ``weights @ values`` equals that layer's output. As in :mod:`course_lib.attention.widgets`, the figure is a
 plain image output. Not covered: causal masking, padding, multiple heads (one head, bidirectional).
 """

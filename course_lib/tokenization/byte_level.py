@@ -39,7 +39,7 @@ __all__ = [
 # of a run to start the next word, so " hello" stays one piece. "Letter" and "digit" follow the
 # Unicode tables of the regex engine: the `regex` module knows newer Unicode versions than HF's
 # Oniguruma, so on code points assigned only recently (unassigned in Unicode 14) the two may split
-# differently. On all assigned characters they agree (tests/test_bpe.py checks it).
+# differently. On all assigned characters they agree (tests/tokenization/test_tokenizer.py checks it).
 GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 SPLIT_REGEX = regex.compile(GPT2_SPLIT_PATTERN)
 

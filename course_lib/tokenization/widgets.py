@@ -9,7 +9,7 @@
 Why replaying works: encoding a word merges, again and again, the adjacent pair whose merge was
 learnt earliest. A merge can only involve tokens that existed when it was learnt, so the ranks
 applied to a text only go up; a tokenizer restricted to its first ``k`` merges therefore makes
-exactly the same moves and stops at the first rank ``>= k``. ``tests/test_tokenization_widgets.py``
+exactly the same moves and stops at the first rank ``>= k``. ``tests/tokenization/test_widgets.py``
 checks this against :class:`~course_lib.tokenization.ByteLevelBPE` built with ``merges[:k]``
 for every ``k``. (It holds for tokenizers trained by BPE, such as GPT-2's and ours; a hand-edited
 merge list could break it.)

@@ -32,7 +32,7 @@ def built_book(repo_root, tmp_path_factory):
 
 def test_book_has_the_chapter_and_the_student_lab(built_book):
     chapter = (built_book / "chapters" / "01_attention.html").read_text()
-    lab = (built_book / "labs" / "release" / "01_attention" / "attention_lab.html").read_text()
+    lab = (built_book / "labs" / "release" / "01_attention" / "attention.html").read_text()
     assert "colab.research.google.com/github/" in chapter and "colab.research.google.com/github/" in lab
     assert "BEGIN SOLUTION" not in lab and "### BEGIN HIDDEN TESTS" not in lab
     assert "NotImplementedError" in lab  # students get stubs, not answers

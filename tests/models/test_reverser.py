@@ -155,7 +155,7 @@ def test_attention_maps_needs_tokens_the_vocab_knows(reverser):
 @pytest.mark.slow
 def test_training_script_runs_and_reports_accuracy(repo_root, tmp_path):
     result = subprocess.run(
-        [sys.executable, str(repo_root / "scripts" / "train_toy_models.py"), "--dry-run", "--steps", "150"],
+        [sys.executable, str(repo_root / "scripts" / "train_reverser.py"), "--dry-run", "--steps", "150"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr

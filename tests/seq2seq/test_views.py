@@ -1,6 +1,6 @@
 """bertviz's encoder-decoder views of our trained Transformer render offline: encoder, decoder and cross-attention.
 
-The browser test uses Debian's chromium through playwright, as tests/test_bertviz_offline.py does.
+The browser test uses Debian's chromium through playwright, as tests/viz/test_bertviz_offline.py does.
 """
 from __future__ import annotations
 

@@ -155,7 +155,7 @@ def run_beam_search(step: Callable, model, prompt: torch.Tensor, num_beams: int,
     Only the step's scores and tokens are used; each new beam's parent is the old beam whose score plus
     the token's log-probability gives the new score, and the cache is reordered here, so rows and
     cache mistakes (other cells) cannot change the result. With :func:`reference_beam_step` this gives
-    ``generate(model, prompt, num_beams=K, num_return_sequences=K)``'s ids (``tests/test_lab_decoding.py``).
+    ``generate(model, prompt, num_beams=K, num_return_sequences=K)``'s ids (``tests/labs/test_decoding.py``).
     """
     device = prompt.device
     sequences = prompt.repeat(num_beams, 1)  # (K, T)

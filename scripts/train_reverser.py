@@ -1,7 +1,7 @@
-"""Train the course's toy models on the CPU and write their checkpoints into course_lib/checkpoints/.
+"""Train the course's string reverser on the CPU and write its checkpoint into course_lib/checkpoints/.
 
-    python scripts/train_toy_models.py            # train, evaluate, write reverser.pt
-    python scripts/train_toy_models.py --dry-run  # train and evaluate only
+    python scripts/train_reverser.py            # train, evaluate, write reverser.pt
+    python scripts/train_reverser.py --dry-run  # train and evaluate only
 
 The reverser: a 2-layer, 2-head encoder (d=32) learns to reverse random strings of letters and
 digits (lengths 1 to 12). Fixed seed, one CPU thread, about 20 s. The weights are stored in
