@@ -102,3 +102,48 @@ def test_no_file_puts_a_folder_on_sys_path():
         if "sys.path.insert" in text or "sys.path.append" in text:
             offenders.append(str(path.relative_to(REPO)))
     assert offenders == []
+
+
+def _course_code() -> list[tuple[str, str]]:
+    """``(where, code)`` of every code cell of the chapters and labs, and every Python block of the READMEs."""
+    import json
+    import re
+
+    found = []
+    for path in [*REPO.glob("chapters/*.ipynb"), *REPO.glob("labs/*/*/*.ipynb")]:
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] == "code":
+                found.append((str(path.relative_to(REPO)), "".join(cell["source"])))
+    for path in [REPO / "README.md", REPO / "labs" / "README.md"]:
+        found += [(str(path.relative_to(REPO)), block)
+                  for block in re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.S)]
+    return found
+
+
+def test_every_library_name_the_chapters_labs_and_readme_use_exists():
+    import importlib
+    import re
+
+    missing = []
+    for where, code in _course_code():
+        for module, names in re.findall(r"^\s*from (course_lib[\w.]*) import \(?([\w, \n]+?)\)?\s*(?:#.*)?$", code, re.M):
+            for name in (n.strip().split(" as ")[0] for n in names.replace("\n", " ").split(",")):
+                if name and not hasattr(importlib.import_module(module), name):
+                    try:
+                        importlib.import_module(f"{module}.{name}")
+                    except ImportError:
+                        missing.append(f"{where}: from {module} import {name}")
+        for module in re.findall(r"^\s*import (course_lib[\w.]*)", code, re.M):
+            importlib.import_module(module)
+        for dotted in re.findall(r"\bcourse_lib((?:\.\w+)+)", code):
+            target, parts = importlib.import_module("course_lib"), dotted.strip(".").split(".")
+            for depth, part in enumerate(parts):
+                if not hasattr(target, part):
+                    try:
+                        target = importlib.import_module("course_lib." + ".".join(parts[:depth + 1]))
+                        continue
+                    except ImportError:
+                        missing.append(f"{where}: course_lib{dotted}")
+                        break
+                target = getattr(target, part)
+    assert missing == [], missing
