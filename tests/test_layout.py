@@ -120,30 +120,43 @@ def _course_code() -> list[tuple[str, str]]:
     return found
 
 
-def test_every_library_name_the_chapters_labs_and_readme_use_exists():
-    import importlib
-    import re
+def _library_names(code: str) -> list[str]:
+    """``course_lib...`` names ``code`` imports or reads: ``course_lib.attention.masks``, ``course_lib.generate``."""
+    lines = [line for line in code.splitlines() if not line.lstrip().startswith(("%", "!"))]  # IPython magics
+    tree = ast.parse("\n".join(lines))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("course_lib"):
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names if alias.name.startswith("course_lib")]
+        elif isinstance(node, ast.Attribute):
+            parts, inner = [node.attr], node.value
+            while isinstance(inner, ast.Attribute):
+                parts.append(inner.attr)
+                inner = inner.value
+            if isinstance(inner, ast.Name) and inner.id == "course_lib":
+                names.append(".".join(["course_lib", *reversed(parts)]))
+    return names
 
-    missing = []
-    for where, code in _course_code():
-        for module, names in re.findall(r"^\s*from (course_lib[\w.]*) import \(?([\w, \n]+?)\)?\s*(?:#.*)?$", code, re.M):
-            for name in (n.strip().split(" as ")[0] for n in names.replace("\n", " ").split(",")):
-                if name and not hasattr(importlib.import_module(module), name):
-                    try:
-                        importlib.import_module(f"{module}.{name}")
-                    except ImportError:
-                        missing.append(f"{where}: from {module} import {name}")
-        for module in re.findall(r"^\s*import (course_lib[\w.]*)", code, re.M):
-            importlib.import_module(module)
-        for dotted in re.findall(r"\bcourse_lib((?:\.\w+)+)", code):
-            target, parts = importlib.import_module("course_lib"), dotted.strip(".").split(".")
-            for depth, part in enumerate(parts):
-                if not hasattr(target, part):
-                    try:
-                        target = importlib.import_module("course_lib." + ".".join(parts[:depth + 1]))
-                        continue
-                    except ImportError:
-                        missing.append(f"{where}: course_lib{dotted}")
-                        break
-                target = getattr(target, part)
+
+def _resolves(dotted: str) -> bool:
+    import importlib
+
+    parts = dotted.split(".")
+    target = importlib.import_module(parts[0])
+    for depth in range(1, len(parts)):
+        if hasattr(target, parts[depth]):
+            target = getattr(target, parts[depth])
+            continue
+        try:
+            target = importlib.import_module(".".join(parts[: depth + 1]))
+        except ImportError:
+            return False
+    return True
+
+
+def test_every_library_name_the_chapters_labs_and_readme_use_exists():
+    missing = [f"{where}: {name}" for where, code in _course_code() for name in _library_names(code)
+               if not _resolves(name)]
     assert missing == [], missing
