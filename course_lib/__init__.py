@@ -24,31 +24,16 @@ the table), never the package root, so there is no import circle; ``tests/test_l
 The names below are the ones the chapters, labs and README use: ``from course_lib import X``.
 """
 from .attention import (
-    MultiHeadAttention,
-    SinusoidalPositionalEncoding,
-    causal_mask,
-    fused_attention,
-    merge_heads,
-    padding_mask,
-    scaled_dot_product_attention,
-    sinusoidal_positional_encoding,
-    split_heads,
-    to_additive,
+    MultiHeadAttention, SinusoidalPositionalEncoding, causal_mask, fused_attention, merge_heads, padding_mask,
+    scaled_dot_product_attention, sinusoidal_positional_encoding, split_heads, to_additive,
 )
 from .decoding import generate
 from .models import GPT, GPTConfig, load_shakespeare_gpt
 from .notebooks import REPOSITORY
 from .runtime import describe_device, fast_mode, get_device
 from .seq2seq import (
-    AdditiveAttention,
-    RNNSeq2Seq,
-    Transformer,
-    TransformerDecoder,
-    TransformerDecoderLayer,
-    TransformerEncoder,
-    TransformerEncoderLayer,
-    sequence_loss,
-    train_seq2seq,
+    AdditiveAttention, RNNSeq2Seq, Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
+    TransformerEncoderLayer, sequence_loss, train_seq2seq,
 )
 
 __version__ = "0.1.0"

@@ -10,12 +10,7 @@ pictures. Not covered: training (:mod:`course_lib.seq2seq`).
 from .batched_beam_search import batched_beam_search
 from .generation import generate
 from .processors import (
-    no_repeat_ngram_mask,
-    repetition_penalty,
-    sampling_logits,
-    temperature,
-    top_k_filter,
-    top_p_filter,
+    no_repeat_ngram_mask, repetition_penalty, sampling_logits, temperature, top_k_filter, top_p_filter,
 )
 from .search import BeamSearchStep, Hypothesis, beam_search, beam_step, greedy_search, sample
 from .steppers import CausalLMStepper, RNNStepper, Seq2SeqStepper, Stepper, stepper_for

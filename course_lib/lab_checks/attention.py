@@ -25,17 +25,8 @@ import torch
 from ..attention import masks, multi_head, scaled_dot_product_attention
 from .rubric import Criterion, Rubric
 from .toolkit import (
-    Trial,
-    call_student,
-    close_to_any,
-    describe_shapes,
-    diagnose,
-    expect_close,
-    expect_results,
-    expect_tensor,
-    fail,
-    is_close,
-    trials,
+    Trial, call_student, close_to_any, describe_shapes, diagnose, expect_close, expect_results, expect_tensor, fail,
+    is_close, trials,
 )
 
 __all__ = [

@@ -11,21 +11,9 @@
 from .axial import AxialPositionEmbeddings, PositionEmbeddings
 from .chunked_ff import ChunkedFeedForward, apply_chunking
 from .local_attention import LocalSelfAttention, look_adjacent
-from .lsh import (
-    hash_vectors,
-    random_rotations,
-    sort_by_bucket,
-    total_buckets,
-    validate_num_buckets,
-)
+from .lsh import hash_vectors, random_rotations, sort_by_bucket, total_buckets, validate_num_buckets
 from .lsh_attention import LSHSelfAttention, normalise_keys
-from .model import (
-    AttentionBlock,
-    ReformerModel,
-    ReformerSettings,
-    layer_from_hf,
-    reformer_layer,
-)
+from .model import AttentionBlock, ReformerModel, ReformerSettings, layer_from_hf, reformer_layer
 from .reversible import ReversibleBlock, ReversibleSequence
 
 __all__ = [

@@ -31,20 +31,8 @@ import torch
 from torch import nn
 
 from ..attention.multi_head import merge_heads, split_heads
-from .local_attention import (
-    _validate_mask,
-    attend_in_chunks,
-    look_adjacent,
-    validate_chunking,
-)
-from .lsh import (
-    NumBuckets,
-    hash_vectors,
-    random_rotations,
-    sort_by_bucket,
-    total_buckets,
-    validate_num_buckets,
-)
+from .local_attention import _validate_mask, attend_in_chunks, look_adjacent, validate_chunking
+from .lsh import NumBuckets, hash_vectors, random_rotations, sort_by_bucket, total_buckets, validate_num_buckets
 
 __all__ = ["LSHSelfAttention", "normalise_keys"]
 

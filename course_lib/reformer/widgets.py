@@ -29,14 +29,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..viz import Explorer
-from . import (
-    hash_vectors,
-    look_adjacent,
-    normalise_keys,
-    random_rotations,
-    sort_by_bucket,
-    total_buckets,
-)
+from . import hash_vectors, look_adjacent, normalise_keys, random_rotations, sort_by_bucket, total_buckets
 from .local_attention import SELF_MASK_VALUE, attend_in_chunks, validate_chunking
 
 __all__ = ["LSHPattern", "clustered_vectors", "lsh_explorer", "lsh_pattern", "spelling_vectors"]

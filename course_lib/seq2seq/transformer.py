@@ -30,11 +30,7 @@ from ..attention.masks import causal_mask
 from ..attention.positional import SinusoidalPositionalEncoding
 from ..attention.recorder import RecordedAttention, record_attention
 from .layers import (
-    TransformerDecoder,
-    TransformerDecoderLayer,
-    TransformerEncoder,
-    TransformerEncoderLayer,
-    _activation_name,
+    TransformerDecoder, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer, _activation_name,
 )
 from .validation import validate_token_ids
 

@@ -18,14 +18,7 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from pathlib import Path
 
-from .byte_level import (
-    BYTE_TO_CHAR,
-    CHAR_TO_BYTE,
-    SPLIT_REGEX,
-    from_byte_chars,
-    split_special,
-    validate_text,
-)
+from .byte_level import BYTE_TO_CHAR, CHAR_TO_BYTE, SPLIT_REGEX, from_byte_chars, split_special, validate_text
 
 __all__ = ["ByteLevelBPE", "merge_pair"]
 

@@ -50,17 +50,8 @@ import torch
 
 from . import sandbox_child
 from .protocol import (
-    ForbiddenResult,
-    SandboxCrashed,
-    SandboxError,
-    SandboxTimeout,
-    StudentException,
-    decode,
-    encode,
-    rebuild_exception,
-    recv,
-    safe_text,
-    send,
+    ForbiddenResult, SandboxCrashed, SandboxError, SandboxTimeout, StudentException, decode, encode, rebuild_exception,
+    recv, safe_text, send,
 )
 
 __all__ = [

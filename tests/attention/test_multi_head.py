@@ -7,12 +7,7 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from course_lib import (
-    MultiHeadAttention,
-    SinusoidalPositionalEncoding,
-    causal_mask,
-    merge_heads,
-    padding_mask,
-    split_heads,
+    MultiHeadAttention, SinusoidalPositionalEncoding, causal_mask, merge_heads, padding_mask, split_heads,
 )
 from tests.conftest import available_devices
 

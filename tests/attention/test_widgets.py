@@ -11,15 +11,8 @@ from matplotlib.figure import Figure
 
 from course_lib import causal_mask, padding_mask, scaled_dot_product_attention
 from course_lib.attention.widgets import (
-    TOY_KEY_LABELS,
-    TOY_KEYS,
-    Explorer,
-    attention_explorer,
-    mask_explorer,
-    masked_self_attention,
-    random_dot_product_attention,
-    scaling_explorer,
-    toy_query_attention,
+    TOY_KEY_LABELS, TOY_KEYS, Explorer, attention_explorer, mask_explorer, masked_self_attention,
+    random_dot_product_attention, scaling_explorer, toy_query_attention,
 )
 
 # ---------------------------------------------------------------- pure compute functions

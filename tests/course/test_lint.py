@@ -1,4 +1,4 @@
-"""The code stays tidy: no unused or undefined names, imports sorted (ruff, configured in pyproject.toml)."""
+"""The code stays tidy: no unused or undefined names, no syntax errors (ruff, configured in pyproject.toml)."""
 from __future__ import annotations
 
 import subprocess

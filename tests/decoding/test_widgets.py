@@ -7,11 +7,7 @@ import torch
 from course_lib.attention.widgets import Explorer
 from course_lib.decoding import generate
 from course_lib.decoding.widgets import (
-    beam_tree,
-    best_leaf_ids,
-    filtered_distribution,
-    plot_beam_tree,
-    sampling_explorer,
+    beam_tree, best_leaf_ids, filtered_distribution, plot_beam_tree, sampling_explorer,
 )
 from course_lib.models.gpt import GPT, load_shakespeare_gpt
 

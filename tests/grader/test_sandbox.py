@@ -26,14 +26,7 @@ import torch
 from nbgrader.api import MissingEntry
 
 from course_grader import autograder, cells, course, protocol as sandbox_protocol, sandbox
-from course_grader.sandbox import (
-    ForbiddenResult,
-    Limits,
-    Sandbox,
-    SandboxCrashed,
-    SandboxError,
-    SandboxTimeout,
-)
+from course_grader.sandbox import ForbiddenResult, Limits, Sandbox, SandboxCrashed, SandboxError, SandboxTimeout
 from course_lib.lab_checks import attention as attention_checks
 from tests.grader import CHECKOUT
 from tests.labtools import lab_files, mistake_fails

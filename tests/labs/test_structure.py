@@ -23,15 +23,7 @@ from course_grader.registry import LABS
 from course_lib.lab_checks.toolkit import clone_nested
 from course_lib.runtime import get_device
 from tests.labs.support import (
-    cell_source,
-    grade_cells,
-    hidden_and_visible,
-    kernel,
-    nbgrader,
-    run_rubric,
-    stubs,
-    submission,
-    visible_failures,
+    cell_source, grade_cells, hidden_and_visible, kernel, nbgrader, run_rubric, stubs, submission, visible_failures,
 )
 from tests.labtools import lab_files, mistake_fails, nbgrader_course, notebook
 from tests.paths import REPO

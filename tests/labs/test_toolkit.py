@@ -12,16 +12,8 @@ import torch
 
 from course_lib.lab_checks.rubric import Criterion, Rubric
 from course_lib.lab_checks.toolkit import (
-    CheckFailed,
-    call_for_tensor,
-    call_student,
-    clone_nested,
-    close_to_any,
-    diagnose,
-    expect_close,
-    expect_results,
-    expect_tensor,
-    trials,
+    CheckFailed, call_for_tensor, call_student, clone_nested, close_to_any, diagnose, expect_close, expect_results,
+    expect_tensor, trials,
 )
 from course_lib.runtime import get_device
 

@@ -11,15 +11,8 @@ import pytest
 import torch
 
 from course_lib.reformer import (
-    AxialPositionEmbeddings,
-    ChunkedFeedForward,
-    LocalSelfAttention,
-    ReformerModel,
-    ReformerSettings,
-    ReversibleSequence,
-    apply_chunking,
-    layer_from_hf,
-    reformer_layer,
+    AxialPositionEmbeddings, ChunkedFeedForward, LocalSelfAttention, ReformerModel, ReformerSettings,
+    ReversibleSequence, apply_chunking, layer_from_hf, reformer_layer,
 )
 
 transformers = pytest.importorskip("transformers")

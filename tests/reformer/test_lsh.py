@@ -9,13 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib.reformer import (
-    LSHSelfAttention,
-    hash_vectors,
-    random_rotations,
-    sort_by_bucket,
-    total_buckets,
-)
+from course_lib.reformer import LSHSelfAttention, hash_vectors, random_rotations, sort_by_bucket, total_buckets
 
 transformers = pytest.importorskip("transformers")
 from transformers.models.reformer import modeling_reformer as hf_reformer

@@ -6,12 +6,7 @@ import torch
 
 from course_lib.attention.widgets import Explorer
 from course_lib.reformer import LSHSelfAttention, random_rotations
-from course_lib.reformer.widgets import (
-    clustered_vectors,
-    lsh_explorer,
-    lsh_pattern,
-    spelling_vectors,
-)
+from course_lib.reformer.widgets import clustered_vectors, lsh_explorer, lsh_pattern, spelling_vectors
 
 
 def _library_output(vectors, num_buckets, num_hashes, chunk_length, seed):

@@ -17,10 +17,7 @@ from torch import nn
 from course_lib import causal_mask, padding_mask
 from course_lib.attention.recorder import record_attention
 from course_lib.seq2seq.layers import (
-    TransformerDecoder,
-    TransformerDecoderLayer,
-    TransformerEncoder,
-    TransformerEncoderLayer,
+    TransformerDecoder, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer,
 )
 from course_lib.seq2seq.transformer import Transformer, attention_by_kind, attention_maps
 from tests.conftest import available_devices

@@ -9,11 +9,7 @@ from course_lib.data import load_multi30k
 from course_lib.seq2seq import translation as tr
 from course_lib.seq2seq.alignment import align, translation_attention
 from course_lib.seq2seq.widgets import (
-    ALIGNED_MODELS,
-    example_sentences,
-    plot_alignment,
-    translation_alignment,
-    translation_explorer,
+    ALIGNED_MODELS, example_sentences, plot_alignment, translation_alignment, translation_explorer,
 )
 
 

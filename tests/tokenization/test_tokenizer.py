@@ -10,18 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from course_lib.data import read_text
-from course_lib.tokenization import (
-    ByteLevelBPE,
-    bytes_to_unicode,
-    pretokenize,
-    split_special,
-    train_bpe,
-)
-from course_lib.tokenization.byte_level import (
-    count_words,
-    from_byte_chars,
-    to_byte_chars,
-)
+from course_lib.tokenization import ByteLevelBPE, bytes_to_unicode, pretokenize, split_special, train_bpe
+from course_lib.tokenization.byte_level import count_words, from_byte_chars, to_byte_chars
 from course_lib.tokenization.tokenizer import merge_pair
 from tests.conftest import skip_or_fail
 

@@ -13,14 +13,7 @@ import pytest
 
 from course_lib.models.reverser import attention_maps, load_reverser
 from course_lib.viz import bertviz_offline
-from course_lib.viz.bertviz_offline import (
-    ASSETS,
-    fetch_assets,
-    find_assets,
-    head_view,
-    make_offline,
-    model_view,
-)
+from course_lib.viz.bertviz_offline import ASSETS, fetch_assets, find_assets, head_view, make_offline, model_view
 from tests.conftest import skip_or_fail
 
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -13,22 +13,12 @@ from __future__ import annotations
 
 from ..rubric import Criterion, Rubric
 from .beam_search import (
-    check_beam_cache,
-    check_beam_rows,
-    check_beam_scores,
-    check_finished_score,
-    reference_beam_step,
+    check_beam_cache, check_beam_rows, check_beam_scores, check_finished_score, reference_beam_step,
     reference_finished_score,
 )
 from .sampling import (
-    check_distribution_filters,
-    check_distribution_sums_to_one,
-    check_top_k,
-    check_top_k_ties,
-    check_top_p,
-    reference_distribution,
-    top_k_filter,
-    top_p_filter,
+    check_distribution_filters, check_distribution_sums_to_one, check_top_k, check_top_k_ties, check_top_p,
+    reference_distribution, top_k_filter, top_p_filter,
 )
 
 __all__ = ["REFERENCES", "RUBRIC"]

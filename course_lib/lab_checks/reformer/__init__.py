@@ -14,23 +14,11 @@ from __future__ import annotations
 
 from ..rubric import Criterion, Rubric
 from .lsh import (
-    check_chunk,
-    check_hash,
-    check_look_back,
-    check_sort,
-    check_undo,
-    reference_chunk,
-    reference_hash,
-    reference_look_back,
-    reference_sort,
+    check_chunk, check_hash, check_look_back, check_sort, check_undo, reference_chunk, reference_hash,
+    reference_look_back, reference_sort,
 )
 from .reversible import (
-    check_backward,
-    check_backward_recomputes,
-    check_forward,
-    check_inverse,
-    reference_backward,
-    reference_forward,
+    check_backward, check_backward_recomputes, check_forward, check_inverse, reference_backward, reference_forward,
     reference_inverse,
 )
 

@@ -23,16 +23,7 @@ import torch
 
 from ...reformer import hash_vectors as library_hash_vectors, look_adjacent, sort_by_bucket as library_sort_by_bucket
 from ..toolkit import (
-    Trial,
-    call_for_tensor,
-    call_student,
-    diagnose,
-    expect_close,
-    expect_results,
-    expect_tensor,
-    fail,
-    is_close,
-    trials,
+    Trial, call_for_tensor, call_student, diagnose, expect_close, expect_results, expect_tensor, fail, is_close, trials,
 )
 
 __all__ = [

@@ -15,18 +15,11 @@ from __future__ import annotations
 from ..rubric import Criterion, Rubric
 from .additive import check_additive_context, check_additive_padding, check_additive_weights
 from .decoder import (
-    check_causal_self_attention,
-    check_cross_attention,
-    check_decoder_padding,
-    check_post_norm,
-    check_pre_norm,
+    check_causal_self_attention, check_cross_attention, check_decoder_padding, check_post_norm, check_pre_norm,
     check_self_attention_padding,
 )
 from .references import (
-    reference_additive_attention,
-    reference_cross_attention,
-    reference_decoder_layer,
-    reference_self_attention,
+    reference_additive_attention, reference_cross_attention, reference_decoder_layer, reference_self_attention,
 )
 
 __all__ = ["REFERENCES", "RUBRIC"]

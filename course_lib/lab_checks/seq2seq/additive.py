@@ -20,17 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..toolkit import (
-    Trial,
-    call_student,
-    diagnose,
-    expect_close,
-    expect_results,
-    expect_tensor,
-    fail,
-    is_close,
-    trials,
-)
+from ..toolkit import Trial, call_student, diagnose, expect_close, expect_results, expect_tensor, fail, is_close, trials
 from .references import random_padding, reference_additive_attention
 
 __all__ = ["check_additive_weights", "check_additive_padding", "check_additive_context"]

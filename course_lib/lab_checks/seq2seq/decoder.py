@@ -25,24 +25,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..toolkit import (
-    call_for_tensor,
-    close_to_any,
-    diagnose,
-    expect_close,
-    expect_tensor,
-    fail,
-    is_close,
-    trials,
-)
+from ..toolkit import call_for_tensor, close_to_any, diagnose, expect_close, expect_tensor, fail, is_close, trials
 from .references import (
-    random_attention_case,
-    random_layer,
-    random_padding,
-    reference_attention,
-    reference_cross_attention,
-    reference_self_attention,
-    self_mask,
+    random_attention_case, random_layer, random_padding, reference_attention, reference_cross_attention,
+    reference_self_attention, self_mask,
 )
 
 __all__ = [

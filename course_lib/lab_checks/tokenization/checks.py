@@ -12,19 +12,9 @@ from itertools import pairwise
 from ...tokenization import best_pair, merge_pair
 from ..toolkit import call_student, diagnose, fail, trials
 from .references import (
-    encode_leftmost_first,
-    encode_reverse_order,
-    first_seen_among_ties,
-    has_overlap,
-    largest_among_ties,
-    only_self_pairs_undercounted,
-    random_corpus,
-    random_ids,
-    reference_encode,
-    reference_get_stats,
-    reference_train,
-    tie_free_steps,
-    train_with_stale_counts,
+    encode_leftmost_first, encode_reverse_order, first_seen_among_ties, has_overlap, largest_among_ties,
+    only_self_pairs_undercounted, random_corpus, random_ids, reference_encode, reference_get_stats, reference_train,
+    tie_free_steps, train_with_stale_counts,
 )
 
 __all__ = ["check_encode", "check_get_stats", "check_merge", "check_train", "check_train_ties"]
