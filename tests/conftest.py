@@ -86,3 +86,47 @@ def available_devices() -> list[str]:
     import torch
 
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+class _DisplayHandle:
+    """What IPython's ``display(..., display_id=True)`` returns: records the updates an explorer sends."""
+
+    def __init__(self):
+        self.updates = []
+
+    def update(self, obj):
+        self.updates.append(obj)
+
+
+@pytest.fixture
+def displayed(monkeypatch):
+    """Record what an explorer displays, as a notebook front end would receive it: ``(calls, handle)``."""
+    import IPython.display
+
+    calls, handle = [], _DisplayHandle()
+
+    def fake_display(obj, display_id=None):
+        calls.append((obj, display_id))
+        return handle if display_id else None
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    return calls, handle
+
+
+@pytest.fixture(scope="module")
+def bertviz_assets():
+    """The attention views' JavaScript from the cache, fetched with npm if it is not there yet."""
+    import shutil
+
+    from course_lib.viz.bertviz_offline import fetch_assets, find_assets
+
+    found = find_assets()
+    if found is None:
+        if shutil.which("npm") is None:
+            skip_or_fail("npm is not installed and the attention views' JavaScript is not cached")
+        try:
+            found = fetch_assets(quiet=True)
+        except RuntimeError as error:
+            skip_or_fail(f"could not fetch the JavaScript from npm: {error}")
+    return found
+

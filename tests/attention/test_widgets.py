@@ -118,27 +118,6 @@ def test_masked_self_attention_rejects_bad_lengths():
 # ---------------------------------------------------------------- the widgets, headless
 
 
-class _FakeHandle:
-    def __init__(self):
-        self.updates = []
-
-    def update(self, obj):
-        self.updates.append(obj)
-
-
-@pytest.fixture
-def displayed(monkeypatch):
-    """Record what an explorer displays, as a notebook front end would receive it."""
-    import IPython.display
-
-    calls, handle = [], _FakeHandle()
-
-    def fake_display(obj, display_id=None):
-        calls.append((obj, display_id))
-        return handle if display_id else None
-
-    monkeypatch.setattr(IPython.display, "display", fake_display)
-    return calls, handle
 
 
 def test_attention_explorer_builds_headless_and_draws_the_library_weights():

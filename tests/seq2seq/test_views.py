@@ -6,29 +6,16 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import pytest
 
 from course_lib.seq2seq.alignment import translation_attention
 from course_lib.seq2seq.translation import load_translation_model
-from course_lib.viz.bertviz_offline import fetch_assets, find_assets, head_view, model_view
-from tests.conftest import skip_or_fail
+from course_lib.viz.bertviz_offline import head_view, model_view
 
 SENTENCE = "Ein Typ arbeitet an einem Gebäude."  # from Multi30k test2016; 8 source tokens, 9 decoder tokens
 
 
-@pytest.fixture(scope="module")
-def assets():
-    found = find_assets()
-    if found is None:
-        if shutil.which("npm") is None:
-            skip_or_fail("npm is not installed and the attention views' JavaScript is not cached")
-        try:
-            found = fetch_assets(quiet=True)
-        except RuntimeError as error:
-            skip_or_fail(f"could not fetch the JavaScript from npm: {error}")
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +36,7 @@ def views(recorded):
     }
 
 
-def test_views_embed_the_local_libraries_and_no_cdn(assets, recorded):
+def test_views_embed_the_local_libraries_and_no_cdn(bertviz_assets, recorded):
     assert len(recorded.source_tokens) != len(recorded.decoder_tokens)  # so a swapped axis would show
     for name, html in views(recorded).items():
         assert re.findall(r"<script[^>]*\bsrc\s*=", html, flags=re.IGNORECASE) == [], name
@@ -60,7 +47,7 @@ def test_views_embed_the_local_libraries_and_no_cdn(assets, recorded):
 
 
 @pytest.mark.slow  # starts chromium: a few seconds
-def test_encoder_decoder_model_view_draws_every_kind_offline(assets, offline_page, model, recorded, tmp_path,
+def test_encoder_decoder_model_view_draws_every_kind_offline(bertviz_assets, offline_page, model, recorded, tmp_path,
                                                              artifacts_dir):
     page = offline_page
     page.blocked.clear()

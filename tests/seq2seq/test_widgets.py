@@ -23,27 +23,6 @@ def sentences():
     return example_sentences(count=2, max_chars=40)
 
 
-class _FakeHandle:
-    def __init__(self):
-        self.updates = []
-
-    def update(self, obj):
-        self.updates.append(obj)
-
-
-@pytest.fixture
-def displayed(monkeypatch):
-    """Record what an explorer displays, as a notebook front end would receive it."""
-    import IPython.display
-
-    calls, handle = [], _FakeHandle()
-
-    def fake_display(obj, display_id=None):
-        calls.append((obj, display_id))
-        return handle if display_id else None
-
-    monkeypatch.setattr(IPython.display, "display", fake_display)
-    return calls, handle
 
 
 def test_examples_are_the_first_short_test2016_sentences():

@@ -19,18 +19,6 @@ from tests.conftest import skip_or_fail
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
-@pytest.fixture(scope="module")
-def assets():
-    """The cached JavaScript, fetched with npm if it is not there yet."""
-    found = find_assets()
-    if found is None:
-        if shutil.which("npm") is None:
-            skip_or_fail("npm is not installed and the attention views' JavaScript is not cached")
-        try:
-            found = fetch_assets(quiet=True)
-        except RuntimeError as error:
-            skip_or_fail(f"could not fetch the JavaScript from npm: {error}")
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +31,7 @@ def script_sources(html: str) -> list[str]:
     return re.findall(r"<script[^>]*\bsrc\s*=\s*['\"]?([^'\" >]+)", html, flags=re.IGNORECASE)
 
 
-def test_offline_head_view_has_no_remote_scripts(assets, reverser_attention):
+def test_offline_head_view_has_no_remote_scripts(bertviz_assets, reverser_attention):
     tokens, attentions = reverser_attention
     html = head_view(attentions, tokens, layer=1).data
     assert script_sources(html) == []
@@ -53,7 +41,7 @@ def test_offline_head_view_has_no_remote_scripts(assets, reverser_attention):
     assert '"layer": 1' in html  # keyword arguments reach bertviz
 
 
-def test_offline_model_view_has_no_remote_scripts(assets, reverser_attention):
+def test_offline_model_view_has_no_remote_scripts(bertviz_assets, reverser_attention):
     tokens, attentions = reverser_attention
     html = model_view(attentions, tokens).data
     assert script_sources(html) == [] and "cdnjs" not in html
@@ -68,8 +56,8 @@ def test_without_the_files_the_view_falls_back_to_the_cdn_visibly(tmp_path, monk
     assert any("cdnjs" in src for src in script_sources(html))
 
 
-def test_a_tampered_cache_file_is_not_used(assets, tmp_path):
-    for path in assets.values():
+def test_a_tampered_cache_file_is_not_used(bertviz_assets, tmp_path):
+    for path in bertviz_assets.values():
         shutil.copy(path, tmp_path / path.name)
     assert find_assets(tmp_path) is not None
     d3 = tmp_path / ASSETS["d3"].filename
@@ -111,7 +99,7 @@ def drawn_lines(page) -> int:
     return page.locator("svg line").count()
 
 
-def test_views_draw_offline_in_chromium(assets, offline_page, reverser_attention, tmp_path):
+def test_views_draw_offline_in_chromium(bertviz_assets, offline_page, reverser_attention, tmp_path):
     tokens, attentions = reverser_attention
     ARTIFACTS.mkdir(exist_ok=True)
     for name, html in (("head_view", head_view(attentions, tokens, layer=1).data),  # layer 1: the mirror
@@ -134,7 +122,7 @@ def test_cdn_fallback_is_blank_offline(offline_page, reverser_attention, tmp_pat
     assert drawn_lines(offline_page) == 0
 
 
-def test_view_draws_when_its_output_is_attached_after_the_script_runs(assets, offline_page, reverser_attention,
+def test_view_draws_when_its_output_is_attached_after_the_script_runs(bertviz_assets, offline_page, reverser_attention,
                                                                      tmp_path):
     """JupyterLab runs an output's scripts possibly before the output joins the page."""
     tokens, attentions = reverser_attention
