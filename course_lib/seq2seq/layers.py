@@ -171,10 +171,7 @@ class TransformerEncoder(nn.Module):
 
     @classmethod
     def from_torch(cls, reference: nn.TransformerEncoder) -> TransformerEncoder:
-        layers = [TransformerEncoderLayer.from_torch(layer) for layer in reference.layers]
-        ours = cls(layers[0], 0, copy.deepcopy(reference.norm))
-        ours.layers.extend(layers)
-        return ours
+        return _stack_from_torch(cls, TransformerEncoderLayer, reference)
 
 
 class TransformerDecoder(nn.Module):
@@ -200,10 +197,15 @@ class TransformerDecoder(nn.Module):
 
     @classmethod
     def from_torch(cls, reference: nn.TransformerDecoder) -> TransformerDecoder:
-        layers = [TransformerDecoderLayer.from_torch(layer) for layer in reference.layers]
-        ours = cls(layers[0], 0, copy.deepcopy(reference.norm))
-        ours.layers.extend(layers)
-        return ours
+        return _stack_from_torch(cls, TransformerDecoderLayer, reference)
+
+
+def _stack_from_torch(cls, layer_cls, reference: nn.Module) -> nn.Module:
+    """Our stack holding copies of a torch stack's layers and of its final norm."""
+    layers = [layer_cls.from_torch(layer) for layer in reference.layers]
+    ours = cls(layers[0], 0, copy.deepcopy(reference.norm))
+    ours.layers.extend(layers)
+    return ours
 
 
 def _settings_of(reference: nn.Module) -> tuple:
