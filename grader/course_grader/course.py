@@ -86,9 +86,14 @@ def compare_releases(committed: Path, fresh: Path) -> list[str]:
 
     Notebooks are compared as JSON: nbgrader's output has no volatile fields (its checksums
     depend on the source cells only), so nothing is dropped and any difference is a real one.
+    JupyterLab's ``.ipynb_checkpoints`` folders (written when a notebook is opened there) are not
+    part of a release and are ignored.
     """
     def files(folder: Path) -> set[Path]:
-        return {p.relative_to(folder) for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else set()
+        if not folder.is_dir():
+            return set()
+        return {p.relative_to(folder) for p in folder.rglob("*")
+                if p.is_file() and ".ipynb_checkpoints" not in p.relative_to(folder).parts}
 
     differences = []
     for name in sorted(files(committed) | files(fresh)):

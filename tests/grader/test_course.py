@@ -55,6 +55,18 @@ def test_releases_are_compared_file_by_file_and_notebooks_as_json(tmp_path):
     assert course.compare_releases(tmp_path / "nothing", fresh)[0].endswith("not committed")
 
 
+def test_jupyterlabs_checkpoints_are_not_part_of_a_release(tmp_path):
+    """Opening a release notebook in JupyterLab writes .ipynb_checkpoints/ beside it: no difference."""
+    committed = tmp_path / "committed" / LAB
+    committed.mkdir(parents=True)
+    (committed / RELEASE.name).write_bytes(RELEASE.read_bytes())
+    checkpoints = committed / ".ipynb_checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / f"{RELEASE.stem}-checkpoint.ipynb").write_text('{"cells": ["a student\'s work"]}')
+    assert course.compare_releases(committed, RELEASE.parent) == []
+    assert course.compare_releases(RELEASE.parent, committed) == []
+
+
 def test_solution_code_is_every_solution_cell_without_the_markers():
     solutions = course.solution_code(SOURCE)
     assert list(solutions) == list(cells.solution_cells(cells.load_notebook(SOURCE)))
