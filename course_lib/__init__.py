@@ -15,8 +15,9 @@ subject, its modules small and in reading order:
 =================  ==========================================================================
 
 Below them: ``runtime`` (device, fast mode, checkpoints), ``data`` (the datasets), ``viz``
-(plots, the explorers' frame, ``show_source``, offline bertviz) and ``notebooks`` (the course's
-notebook headers). **One rule for widgets:** each chapter's explorers live beside their topic, in
+(plots, the explorers' frame, ``show_source``, offline bertviz), ``notebooks``
+(the course's notebook headers), ``workspace`` (students' copies of the labs) and ``version``.
+**One rule for widgets:** each chapter's explorers live beside their topic, in
 ``course_lib/<topic>/widgets.py``, built on :class:`course_lib.viz.Explorer`. **One rule for
 imports:** a package imports only packages listed above it in this table (and the ones below
 the table), never the package root, so there is no import circle; ``tests/test_layout.py`` checks it.
@@ -35,8 +36,7 @@ from .seq2seq import (
     AdditiveAttention, RNNSeq2Seq, Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
     TransformerEncoderLayer, sequence_loss, train_seq2seq,
 )
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__  # the package version (pyproject.toml reads it)
 
 __all__ = [
     "scaled_dot_product_attention", "fused_attention",

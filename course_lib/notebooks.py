@@ -3,9 +3,12 @@
 * :func:`course_notebooks` lists what a reader or student opens: the chapters and the labs (source
   and student version) of a course checkout.
 * :func:`header_cells`: an "Open in Colab" badge pointing at the notebook's own path in the
-  repository (a lab's source points at its student version, which is what students open) and a
-  set-up cell that installs the course on Colab and does nothing anywhere else. Both are made from
-  :data:`REPOSITORY`, so they cannot drift when files move; :func:`update_headers` rewrites or checks them.
+  repository at the course's release tag (a lab's source points at its student version, which is what
+  students open) and a set-up cell that, on Colab only, installs ``course_lib`` from that same tag with
+  the course's pins (``constraints.txt`` of the tag) and only the extras that notebook needs
+  (:data:`EXTRAS`). Both are made from :data:`REPOSITORY` and :data:`~course_lib.version.RELEASE_TAG`,
+  so they cannot drift; they come right after the notebook's title cell, so every page opens with
+  its title. :func:`update_headers` rewrites or checks them.
 * :func:`run_notebook` executes one notebook with nbclient and reports its time: chapters and lab
   sources must run without any error; a lab's student version may fail only with the stubs'
   ``NotImplementedError`` and the test failures that follow from it.
@@ -23,26 +26,54 @@ import sys
 import time
 from pathlib import Path
 
+from .version import RELEASE_TAG
+
 __all__ = [
-    "BRANCH", "REPOSITORY", "SETUP_SOURCE", "colab_url", "course_notebooks", "header_cells", "header_main",
-    "repository_path", "run_main", "run_notebook", "update_headers", "with_header",
+    "BRANCH", "EXTRAS", "REPOSITORY", "colab_url", "course_notebooks", "header_cells", "header_main",
+    "install_command", "repository_path", "run_main", "run_notebook", "setup_source", "update_headers",
+    "with_header",
 ]
 
 REPOSITORY = "transformers-from-scratch/course"  # GitHub owner/name: Colab badges, Binder, book links
-BRANCH = "main"
+BRANCH = "main"  # what the book's repository links and Binder follow; Colab follows RELEASE_TAG
 BADGE_ID = "colab-badge"
 SETUP_ID = "colab-setup"
-INSTALL_TARGET = f"course-lib[viz] @ git+https://github.com/{REPOSITORY}@{BRANCH}"
 STUB_ERRORS = {"NotImplementedError", "AssertionError"}  # allowed in a lab's student version
 
-SETUP_SOURCE = f'''\
-# Set-up: on Google Colab this installs the course's library; anywhere else it does nothing.
+# The extras of course-lib (pyproject.toml) each notebook needs on Colab beyond the core (torch, numpy,
+# matplotlib, ipywidgets, tqdm, regex): what it imports itself and what the library functions it calls
+# import (tests/course/test_notebooks.py checks both). Not listed: the core is enough (every lab).
+EXTRAS = {
+    "chapters/01_attention.ipynb": ("views",),  # bertviz: the attention views
+    "chapters/02_tokenization.ipynb": ("datasets", "tokenizers"),  # HF datasets and tokenizers, GPT-2's files
+    "chapters/03_rnn_attention.ipynb": ("bleu", "datasets"),  # sacrebleu; Multi30k as a datasets.Dataset
+    "chapters/04_transformer.ipynb": ("datasets", "views"),
+}
+
+
+def install_command(repository_path: str) -> list[str]:
+    """The ``pip install`` arguments of a notebook's Colab set-up: the release tag's library, pins and extras."""
+    extras = EXTRAS.get(repository_path, ())
+    package = f"course-lib[{','.join(extras)}]" if extras else "course-lib"
+    return ["pip", "install", "--quiet",
+            "-c", f"https://raw.githubusercontent.com/{REPOSITORY}/{RELEASE_TAG}/constraints.txt",
+            f"{package} @ git+https://github.com/{REPOSITORY}@{RELEASE_TAG}"]
+
+
+def setup_source(repository_path: str) -> str:
+    """The set-up cell of the notebook at ``repository_path``: installs on Colab, does nothing anywhere else."""
+    _, install, quiet, constrain, constraints, package = install_command(repository_path)
+    return f'''\
+# Set-up: on Google Colab this installs the course's library as of this notebook's release
+# ({RELEASE_TAG}), with the course's pinned versions; anywhere else it does nothing.
 import sys
 
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "{INSTALL_TARGET}"], check=True)'''
+    subprocess.run([sys.executable, "-m", "pip", "{install}", "{quiet}",
+                    "{constrain}", "{constraints}",
+                    "{package}"], check=True)'''
 
 
 def course_notebooks(root: Path) -> list[Path]:
@@ -61,7 +92,8 @@ def repository_path(notebook: Path, root: Path) -> str:
 
 
 def colab_url(notebook: Path, root: Path) -> str:
-    return f"https://colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH}/{repository_path(notebook, root)}"
+    """The notebook on Colab, as of the release tag (the revision its set-up cell installs)."""
+    return f"https://colab.research.google.com/github/{REPOSITORY}/blob/{RELEASE_TAG}/{repository_path(notebook, root)}"
 
 
 def header_cells(notebook: Path, root: Path) -> list:
@@ -70,23 +102,31 @@ def header_cells(notebook: Path, root: Path) -> list:
     badge = nbformat.v4.new_markdown_cell(
         f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook, root)})"
     )
-    setup = nbformat.v4.new_code_cell(SETUP_SOURCE)
+    setup = nbformat.v4.new_code_cell(setup_source(repository_path(notebook, root)))
     badge.id, setup.id = BADGE_ID, SETUP_ID
     setup.metadata["tags"] = ["colab-setup"]
     return [badge, setup]
 
 
+def _is_title(cell) -> bool:
+    return cell.cell_type == "markdown" and cell.source.lstrip().startswith("# ")
+
+
 def with_header(notebook: Path, nb, root: Path) -> bool:
-    """Put the header on ``nb`` (replacing an old one); True if anything changed."""
+    """Put the header right after the title cell of ``nb`` (replacing an old one); True if anything changed.
+
+    A notebook that does not start with a title (a markdown cell opening with ``# ``) gets it first.
+    """
     body = [c for c in nb.cells if c.get("id") not in (BADGE_ID, SETUP_ID)]
-    new = header_cells(notebook, root)
+    at = 1 if body and _is_title(body[0]) else 0
+    cells = body[:at] + header_cells(notebook, root) + body[at:]
 
     def key(cell):
-        return cell.cell_type, cell.source, cell.get("id")
+        return cell.cell_type, cell.source, cell.get("id"), cell.get("metadata", {}).get("tags")
 
-    if [key(c) for c in nb.cells[:2]] == [key(c) for c in new] and len(body) == len(nb.cells) - 2:
+    if [key(c) for c in nb.cells] == [key(c) for c in cells]:
         return False
-    nb.cells = new + body
+    nb.cells = cells
     return True
 
 
