@@ -14,8 +14,8 @@ subject, its modules small and in reading order:
 ``lab_checks``     the labs' hidden checks (the instructor's grader is ``course_grader``)
 =================  ==========================================================================
 
-Below them: ``runtime`` (device, fast mode, checkpoints), ``data`` (the datasets), ``viz``
-(plots, the explorers' frame, ``show_source``, offline bertviz), ``notebooks``
+Below them: ``runtime`` (device, fast mode, checkpoints), ``data`` (the datasets), ``viz`` (plots,
+the explorers' frame, ``show_source``, offline bertviz, the book's Sphinx extension), ``notebooks``
 (the course's notebook headers), ``workspace`` (students' copies of the labs) and ``version``.
 **One rule for widgets:** each chapter's explorers live beside their topic, in
 ``course_lib/<topic>/widgets.py``, built on :class:`course_lib.viz.Explorer`. **One rule for

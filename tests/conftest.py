@@ -46,7 +46,8 @@ def skip_or_fail(reason: str):
 def offline_page():
     """A headless Chromium page that may load only local files and loopback servers.
 
-    ``page.blocked`` lists the URLs it tried to fetch beyond them; ``page.errors`` its script errors.
+    ``page.blocked`` lists the URLs it tried to fetch beyond them; ``page.errors`` its script errors;
+    ``page.console_errors`` what it logged as errors in the console.
     """
     if not os.path.exists(CHROMIUM):
         skip_or_fail(f"{CHROMIUM} not found: install the chromium package (./course test does on Debian as root)")
@@ -55,7 +56,7 @@ def offline_page():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.blocked, page.errors = [], []
+        page.blocked, page.errors, page.console_errors = [], [], []
 
         def local_only(route):
             url = route.request.url
@@ -67,6 +68,7 @@ def offline_page():
 
         page.route("**/*", local_only)
         page.on("pageerror", lambda error: page.errors.append(str(error)))
+        page.on("console", lambda message: page.console_errors.append(message.text) if message.type == "error" else None)
         try:
             yield page
         finally:

@@ -2,7 +2,8 @@
 
 :mod:`.plots` (attention heatmaps, grids of heads, positional tables), :mod:`.explorer` (controls
 above a figure that redraws), :mod:`.source` (``show_source``), :mod:`.bertviz_offline` (bertviz's
-views with their scripts served locally). Each topic's explorers live beside the topic, in
+views with their scripts served locally), :mod:`.book` (the book's Sphinx extension: the views'
+libraries once per page). Each topic's explorers live beside the topic, in
 ``course_lib/<topic>/widgets.py``, and build on :class:`Explorer`.
 """
 from .explorer import Explorer

@@ -11,7 +11,11 @@ offline (a static book read on a train, a locked-down lab network). :func:`head_
   CommonJS-style ``module``/``exports`` stand-ins and a tiny ``requirejs`` stand-in, all local to
   that script. No require.js, no globals: nothing clashes with a page (Jupyter Book, classic
   Notebook) that has its own AMD loader, and no web server is needed (JupyterLab, nbconvert, a
-  static book page, Colab all work alike).
+  static book page, Colab all work alike). The inlined libraries sit between two markers
+  (:data:`LIBRARIES_START`, :data:`LIBRARIES_END`) so that the book can load them once per page
+  instead of once per view (:mod:`course_lib.viz.book`);
+* the drawings are scaled down to the width the view is given (bertviz draws the model view
+  970 px wide, wider than a book's column), keeping their proportions.
 
 If the files are missing and cannot be fetched (no npm), the views fall back to bertviz's CDN
 HTML under a visible warning that they need internet. The cache folder is
@@ -34,7 +38,8 @@ import tarfile
 import tempfile
 import warnings
 
-__all__ = ["head_view", "model_view", "fetch_assets", "find_assets", "asset_dir", "ASSETS"]
+__all__ = ["head_view", "model_view", "fetch_assets", "find_assets", "asset_dir", "library_block", "ASSETS",
+           "LIBRARIES_START", "LIBRARIES_END"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,26 +146,54 @@ _REQUIRE_CONFIG = re.compile(r"require\.config\(\{\s*paths:\s*\{[^{}]*\}\s*\}\);
 _INLINE_SCRIPT = re.compile(r'<script type="text/javascript">\n(.*)\n</script>', re.DOTALL)
 _ROOT_ID = re.compile(r'<div id="(bertviz-[0-9a-f]+)"')
 
-# Runs bertviz's drawing code with the libraries in local variables. Both libraries are UMD
-# bundles: given ``module``/``exports`` they export themselves there instead of to ``window``.
-_PAGE_SCRIPT = """<script type="text/javascript">
-(function () {
-  var define, module, exports;
-  var libs = {};
+# The libraries, both UMD bundles: given ``module``/``exports`` they export themselves there instead
+# of to ``window``. The markers let the book take them out of each view (course_lib.viz.book).
+LIBRARIES_START, LIBRARIES_END = "/*course-lib:libraries*/", "/*course-lib:end-libraries*/"
+_LIBRARIES = LIBRARIES_START + """
   module = {exports: {}}; exports = module.exports;
   %(jquery)s
   libs.jquery = module.exports;
   module = {exports: {}}; exports = module.exports;
   %(d3)s
   libs.d3 = module.exports;
+  """ + LIBRARIES_END
+
+# Runs bertviz's drawing code with the libraries in local variables, then fits its drawings to the view's width.
+_PAGE_SCRIPT = """<script type="text/javascript">
+(function () {
+  var define, module, exports;
+  var libs = {};
+  %(libraries)s
   var require = {config: function () {}};
+  // bertviz gives its SVGs a fixed size (the model view is 970 px wide): scale them down to the
+  // width they are given, keeping their proportions, now and whenever bertviz redraws.
+  function fitWidth(root) {
+    function fit() {
+      var svgs = root.getElementsByTagName('svg');
+      for (var i = 0; i < svgs.length; i++) {
+        var w = svgs[i].getAttribute('width'), h = svgs[i].getAttribute('height');
+        if (!/^[0-9.]+$/.test(w || '') || !/^[0-9.]+$/.test(h || '')) continue;  // e.g. "100%%": fluid already
+        svgs[i].setAttribute('viewBox', '0 0 ' + w + ' ' + h);
+        svgs[i].style.width = '100%%';
+        svgs[i].style.maxWidth = w + 'px';
+        svgs[i].style.height = 'auto';
+      }
+    }
+    fit();
+    if (window.MutationObserver) {
+      new MutationObserver(fit).observe(root, {childList: true, subtree: true, attributes: true,
+                                               attributeFilter: ['width', 'height']});
+    }
+  }
   // bertviz draws into a div it looks up by id; in JupyterLab the output may not be attached
   // to the page yet when this runs, so wait for it (a few seconds at most).
   function requirejs(names, draw) {
     var tries = 0;
     (function whenAttached() {
-      if (document.getElementById(%(root_id)s)) {
+      var root = document.getElementById(%(root_id)s);
+      if (root) {
         draw.apply(null, names.map(function (name) { return libs[name]; }));
+        fitWidth(root);
       } else if (tries++ < 200) {
         setTimeout(whenAttached, 25);
       }
@@ -185,6 +218,11 @@ def _escape_for_script(source: str) -> str:
     return source.replace("<!--", "<\\!--")
 
 
+def library_block(sources: dict[str, str]) -> str:
+    """The JavaScript that puts jQuery and d3 into a local ``libs`` object, between the two markers."""
+    return _LIBRARIES % {"jquery": _escape_for_script(sources["jquery"]), "d3": _escape_for_script(sources["d3"])}
+
+
 def make_offline(html: str, sources: dict[str, str]) -> str:
     """Rewrite bertviz's ``html_action="return"`` HTML so it runs on the given library sources."""
     root_id = _ROOT_ID.search(html)
@@ -194,8 +232,7 @@ def make_offline(html: str, sources: dict[str, str]) -> str:
     bertviz_code = _REQUIRE_CONFIG.sub("/* libraries are provided locally, see course_lib.viz.bertviz_offline */",
                                        script.group(1), count=1)
     page_script = _PAGE_SCRIPT % {
-        "jquery": _escape_for_script(sources["jquery"]),
-        "d3": _escape_for_script(sources["d3"]),
+        "libraries": library_block(sources),
         "root_id": json.dumps(root_id.group(1)),
         "bertviz": _escape_for_script(bertviz_code),
     }

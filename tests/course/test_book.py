@@ -1,4 +1,8 @@
-"""The Jupyter Book builds offline, and its pages show the heatmap and the attention view."""
+"""The Jupyter Book builds offline, and its pages show the heatmap and the attention views.
+
+Every page opens with its title, runs without a script error, and loads the attention views' libraries
+(d3, jQuery) once, from the book's own file; the views fit the column.
+"""
 from __future__ import annotations
 
 import os
@@ -7,6 +11,8 @@ import sys
 import time
 
 import pytest
+
+from course_lib.viz.book import SHARED_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -57,3 +63,72 @@ def test_chapter_page_shows_heatmap_and_attention_view_offline(built_book, offli
     page.screenshot(path=str(artifacts_dir / "book-chapter-01.png"), full_page=False)
     remote_scripts = [u for u in page.blocked if u.endswith(".js")]
     assert not remote_scripts, f"the page tried to load scripts from the internet: {remote_scripts}"
+
+
+def _pages(built_book):
+    return sorted([*built_book.glob("chapters/*.html"), *built_book.glob("labs/release/*/*.html"),
+                   built_book / "book" / "intro.html"])
+
+
+def test_every_page_opens_with_its_title_and_runs_without_errors(built_book, offline_page):
+    page = offline_page
+    problems = []
+    for path in _pages(built_book):
+        page.blocked.clear()
+        page.errors.clear()
+        page.console_errors.clear()
+        page.goto(path.as_uri())
+        page.wait_for_load_state("load")
+        page.wait_for_timeout(500)
+        name = path.relative_to(built_book)
+        if page.errors or page.console_errors or page.blocked:
+            problems.append(f"{name}: script errors {page.errors}, console errors {page.console_errors}, "
+                            f"requests to the internet {page.blocked}")
+        if not page.evaluate("() => [...document.images].every(img => img.complete && img.naturalWidth > 0)"):
+            problems.append(f"{name}: an image did not load")
+        first = page.evaluate("""() => {
+            const main = document.querySelector('main article, article, main');
+            const first = main.querySelector('h1, a[href*="colab.research.google.com"], .cell');
+            return first && first.tagName;
+        }""")
+        if first != "H1" and name.parts[0] != "book":
+            problems.append(f"{name}: the first thing on the page is {first}, not the title")
+    assert problems == []
+
+
+def test_attention_views_share_one_copy_of_their_libraries_and_fit_the_column(built_book, offline_page,
+                                                                              artifacts_dir):
+    shared = built_book / "_static" / SHARED_FILE
+    assert shared.is_file() and "d3js.org v5.16.0" in shared.read_text() and "jQuery v3.7.1" in shared.read_text()
+    for path in _pages(built_book):
+        html = path.read_text(encoding="utf-8")
+        assert "d3js.org v5.16.0" not in html and "jQuery v3.7.1" not in html, f"{path.name} inlines the libraries"
+        views = html.count('<div id="bertviz-')
+        assert html.count(f'src="../_static/{SHARED_FILE}') == (1 if views else 0), path.name
+    page = offline_page
+    for chapter, views in (("01_attention", 1), ("04_transformer", 2)):
+        page.errors.clear()
+        page.goto((built_book / "chapters" / f"{chapter}.html").as_uri())
+        page.wait_for_load_state("load")
+        page.wait_for_function(
+            f"() => [...document.querySelectorAll('div[id^=\"bertviz-\"]')]"
+            f".filter(v => v.querySelectorAll('svg line, svg rect').length > 20).length === {views}",
+            timeout=20_000)
+        page.wait_for_timeout(300)
+        fits = page.evaluate("""() => [...document.querySelectorAll('div[id^="bertviz-"]')].map(view => {
+            const box = (view.closest('.cell_output') || view.parentElement).getBoundingClientRect();
+            const drawn = [...view.querySelectorAll('svg, svg rect')].map(e => e.getBoundingClientRect())
+                .filter(r => r.width > 0);
+            const inside = r => r.left >= box.left - 1 && r.right <= box.right + 1;
+            const heads = [...view.querySelectorAll('svg text')].filter(t => t.textContent === 'Heads').length;
+            const head3 = [...view.querySelectorAll('svg text')].filter(t => t.textContent === '3')
+                .map(t => inside(t.getBoundingClientRect()));
+            return {view: view.scrollWidth, container: Math.round(box.width), heads, head3,
+                    outside: drawn.filter(r => !inside(r)).length};
+        })""")
+        assert len(fits) == views and page.errors == [], (fits, page.errors)
+        for fit in fits:  # the model view is drawn 970 px wide: all of it must fit the column
+            assert fit["view"] <= fit["container"] and fit["outside"] == 0, (chapter, fit)
+            if fit["heads"]:  # a model view: its head 3 (the last of four, hidden before) is on the page
+                assert fit["head3"] and all(fit["head3"]), (chapter, fit)
+        page.screenshot(path=str(artifacts_dir / f"book-{chapter}-views.png"), full_page=True)
