@@ -107,7 +107,7 @@ def displayed(monkeypatch):
 
     calls, handle = [], _DisplayHandle()
 
-    def fake_display(obj, display_id=None):
+    def fake_display(obj, display_id=None, **kwargs):
         calls.append((obj, display_id))
         return handle if display_id else None
 

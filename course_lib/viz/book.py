@@ -13,6 +13,9 @@
   repeats.
 * **A colour mode.** Without one, the theme logs "Got invalid theme mode" on a reader's first
   visit; the pages default to ``auto`` (the reader's system setting).
+* **Explorers that move without a kernel.** :func:`setup` sets ``COURSE_STATIC_EXPLORERS=1`` before
+  the chapters execute (their kernels inherit it), so each explorer renders its figures in advance
+  (:mod:`course_lib.viz.static_explorer`).
 * **The Colab badge from the book itself.** The notebooks' badge image is Colab's, on the internet;
   the pages show the book's own copy (:data:`BADGE`), so an offline reader sees it too.
 
@@ -20,10 +23,12 @@ Not covered: the views themselves (:mod:`course_lib.viz.bertviz_offline`), the b
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from .bertviz_offline import LIBRARIES_END, LIBRARIES_START, find_assets, library_block
+from .static_explorer import ENVIRONMENT_FLAG
 
 __all__ = ["BADGE", "SHARED_FILE", "setup", "share_libraries", "shared_script", "unique_scripts"]
 
@@ -92,6 +97,7 @@ def _page(app, pagename, templatename, context, doctree) -> None:
 
 
 def setup(app):
+    os.environ.setdefault(ENVIRONMENT_FLAG, "1")  # the book's kernels start from this process's environment
     app.connect("builder-inited", _write_static_files)
     app.connect("html-page-context", _page, priority=900)  # after the theme's own additions
     return {"parallel_read_safe": True, "parallel_write_safe": True}
