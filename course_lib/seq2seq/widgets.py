@@ -119,7 +119,9 @@ def translation_explorer(models: dict[str, nn.Module] | None = None, sentences: 
         which = "additive attention" if is_rnn else f"layer {layer}, {heads}"
         return plot_alignment(result, f"{model_name} ({which}): ")
 
-    explorer = Explorer("Translate German and see what each English token attended to", controls, draw)
+    # the book cannot translate what a reader types: there the text box is a menu of the examples
+    in_book = {"text": widgets.Dropdown(options=sentences, value=sentences[0], description="German text")}
+    explorer = Explorer("Translate German and see what each English token attended to", controls, draw, in_book)
     title, *rest = explorer.widget.children
     explorer.widget.children = (title, example, *rest)  # the menu fills the text box; it is not a control itself
     explorer.example = example

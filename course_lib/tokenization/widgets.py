@@ -157,4 +157,8 @@ def merge_stepper(bpe: ByteLevelBPE, text: str = "La suno brilas super la ĝarde
         curve.title.set_fontsize(10)
         return figure
 
-    return Explorer("Step through the merges", controls, draw)
+    # the book draws a few stops in advance: roughly doubling, since most of the action is in the first merges
+    stops = sorted({0, max_merges, start} | {n for n in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+                                            if n < max_merges})
+    in_book = {"num_merges": widgets.SelectionSlider(options=stops, value=start, description="merges allowed")}
+    return Explorer("Step through the merges", controls, draw, in_book)

@@ -11,6 +11,7 @@ from course_lib.seq2seq.alignment import align, translation_attention
 from course_lib.seq2seq.widgets import (
     ALIGNED_MODELS, example_sentences, plot_alignment, translation_alignment, translation_explorer,
 )
+from course_lib.viz.static_explorer import choose_stops
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +93,9 @@ def test_explorer_redraws_on_every_control_and_shows_a_message_for_bad_text(mode
     explorer._ipython_display_()
     (controls, _), (picture, display_id) = calls
     assert controls is explorer.widget and display_id is True and picture.data.startswith(b"\x89PNG")
+    in_book = choose_stops({**explorer.controls, **explorer.book_controls})  # the book: a menu of the examples
+    assert in_book["text"] == [(s, s) for s in sentences] and len(in_book["model_name"]) == 2
+    assert len(in_book["layer"]) == len(in_book["head"]) == 1  # disabled: they do not apply to the RNN shown first
 
     explorer.example.value = sentences[1]  # copies the sentence into the text box: one redraw, not two
     assert explorer.controls["text"].value == sentences[1] and len(handle.updates) == 1

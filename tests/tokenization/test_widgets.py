@@ -118,3 +118,12 @@ def test_stepper_builds_headless_and_redraws(esperanto_bpe):
     explorer.controls["text"].value = "Ĉu vi parolas Esperanton?"
     final = len(esperanto_bpe.encode("Ĉu vi parolas Esperanton?"))
     assert explorer.figure().axes[0].get_title().startswith(f"{final} tokens with the first")
+
+
+def test_the_book_steps_through_the_first_merges_closely(esperanto_bpe):
+    from course_lib.viz.static_explorer import MAX_STATES, choose_stops
+
+    explorer = merge_stepper(esperanto_bpe, "La suno brilas.", num_merges=40)
+    stops = [value for value, _ in choose_stops({**explorer.controls, **explorer.book_controls})["num_merges"]]
+    assert stops == sorted(stops) and stops[0] == 0 and stops[-1] == len(esperanto_bpe.merges) and 40 in stops
+    assert len(stops) <= MAX_STATES and sum(n <= 100 for n in stops) >= len(stops) / 2  # where most merges happen
