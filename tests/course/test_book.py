@@ -1,7 +1,8 @@
 """The Jupyter Book builds offline, and its pages show the heatmap and the attention views.
 
 Every page opens with its title, runs without a script error, and loads the attention views' libraries
-(d3, jQuery) once, from the book's own file; the views fit the column.
+(d3, jQuery) once, from the book's own file; the views fit the column. Every chapter's explorers move
+without a kernel: moving a control shows another figure.
 """
 from __future__ import annotations
 
@@ -132,3 +133,35 @@ def test_attention_views_share_one_copy_of_their_libraries_and_fit_the_column(bu
             if fit["heads"]:  # a model view: its head 3 (the last of four, hidden before) is on the page
                 assert fit["head3"] and all(fit["head3"]), (chapter, fit)
         page.screenshot(path=str(artifacts_dir / f"book-{chapter}-views.png"), full_page=True)
+
+
+def test_every_chapters_explorers_move_without_a_kernel(built_book, offline_page, artifacts_dir):
+    page = offline_page
+    moved = {}
+    for path in sorted(built_book.glob("chapters/*.html")):
+        page.errors.clear()
+        page.console_errors.clear()
+        page.goto(path.as_uri())
+        page.wait_for_load_state("load")
+        explorers = page.locator(".course-static-explorer")
+        assert explorers.count() >= 1, f"{path.name} has no explorer that works without a kernel"
+        explorer = explorers.first
+        explorer.scroll_into_view_if_needed()
+        image = explorer.locator("img")
+        before = image.get_attribute("src")
+        control = explorer.locator("[data-control]").first
+        kind = control.evaluate("c => c.tagName === 'SELECT' ? 'select' : c.type")
+        if kind == "select":
+            options = control.locator("option")
+            control.select_option(index=(int(control.input_value()) + 1) % options.count())
+        elif kind == "checkbox":
+            control.click()
+        else:  # a range: as a reader would, one stop with the keyboard
+            control.focus()
+            page.keyboard.press("ArrowLeft" if control.input_value() == control.get_attribute("max") else "ArrowRight")
+        after = image.get_attribute("src")
+        assert after.startswith("data:image/png;base64,") and after != before, (path.name, kind)
+        assert page.errors == [] and page.console_errors == [], (path.name, page.errors, page.console_errors)
+        explorer.screenshot(path=str(artifacts_dir / f"book-explorer-{path.stem}.png"))
+        moved[path.stem] = explorers.count()
+    assert len(moved) == 6, moved
