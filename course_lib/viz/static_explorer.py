@@ -117,15 +117,19 @@ def _png_base64(figure: Figure) -> str:
     return base64.b64encode(small.getvalue()).decode("ascii")
 
 
-def _control_html(name: str, description: str, stops: list[Stop], start: int, is_checkbox: bool) -> str:
-    label = html.escape(description or name)
+_SLIDERS = (widgets.IntSlider, widgets.FloatSlider, widgets.FloatLogSlider, widgets.SelectionSlider)
+
+
+def _control_html(name: str, control: widgets.Widget, stops: list[Stop], start: int) -> str:
+    """The control as the page shows it: a slider stays a slider, a checkbox a checkbox, anything else a menu."""
+    label = html.escape(getattr(control, "description", "") or name)
     shown = html.escape(stops[start][1])
     if len(stops) == 1:
         return f'<div><label>{label}: <output>{shown}</output> <small>(fixed in the book)</small></label></div>'
-    if is_checkbox:
+    if isinstance(control, (widgets.Checkbox, widgets.ToggleButton)):  # its two stops: off, on
         checked = " checked" if stops[start][0] else ""
         return f'<div><label><input type="checkbox" data-control="{html.escape(name)}"{checked}> {label}</label></div>'
-    if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value, _ in stops):
+    if isinstance(control, _SLIDERS):
         return (f'<div><label>{label} <input type="range" min="0" max="{len(stops) - 1}" step="1" value="{start}" '
                 f'data-control="{html.escape(name)}"> <output>{shown}</output></label></div>')
     options = "".join(f'<option value="{i}"{" selected" if i == start else ""}>{html.escape(text)}</option>'
@@ -177,10 +181,7 @@ def render_static(title: str, controls: Mapping[str, widgets.Widget], draw: Call
     data = {"controls": moving, "strides": strides, "states": states, "images": images,
             "labels": [[label for _, label in stops[name]] for name in moving]}
     element_id = f"course-explorer-{uuid.uuid4().hex[:12]}"
-    rows = "".join(_control_html(name, getattr(controls[name], "description", ""), stops[name], start[name],
-                                 isinstance(controls[name], (widgets.Checkbox, widgets.ToggleButton))
-                                 and len(stops[name]) == 2)
-                   for name in names)
+    rows = "".join(_control_html(name, controls[name], stops[name], start[name]) for name in names)
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     note = (f"{len(states)} settings drawn in advance for the book; open the notebook to explore freely"
             if moving else "drawn in advance for the book; open the notebook to explore")

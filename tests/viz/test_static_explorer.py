@@ -88,6 +88,8 @@ def test_equal_figures_are_stored_once_and_fixed_controls_say_so():
     page_html = render_static("t", controls, lambda n, ignored: draw_values(n=n))
     data = page_data(page_html)
     assert len(data["states"]) == 8 and len(data["images"]) == 4
+    menu = render_static("t", {"k": widgets.Dropdown(options=[1, 2, 3])}, lambda k: draw_values(k=k))
+    assert '<select data-control="k">' in menu and 'type="range"' not in menu  # numbers in a menu: still a menu
     only_text = render_static("t", {"text": widgets.Text("a")}, lambda text: draw_values(text=text))
     assert "(fixed in the book)" in only_text and page_data(only_text)["images"].__len__() == 1
 
