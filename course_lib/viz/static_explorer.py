@@ -123,9 +123,11 @@ _SLIDERS = (widgets.IntSlider, widgets.FloatSlider, widgets.FloatLogSlider, widg
 def _control_html(name: str, control: widgets.Widget, stops: list[Stop], start: int) -> str:
     """The control as the page shows it: a slider stays a slider, a checkbox a checkbox, anything else a menu."""
     label = html.escape(getattr(control, "description", "") or name)
+    if not isinstance(control, (widgets.Checkbox, widgets.ToggleButton)):  # the controls line up, as the widgets do
+        label = f'<span style="display: inline-block; min-width: 9em">{label}</span>'
     shown = html.escape(stops[start][1])
     if len(stops) == 1:
-        return f'<div><label>{label}: <output>{shown}</output> <small>(fixed in the book)</small></label></div>'
+        return f'<div><label>{label} <output>{shown}</output> <small>(fixed in the book)</small></label></div>'
     if isinstance(control, (widgets.Checkbox, widgets.ToggleButton)):  # its two stops: off, on
         checked = " checked" if stops[start][0] else ""
         return f'<div><label><input type="checkbox" data-control="{html.escape(name)}"{checked}> {label}</label></div>'
