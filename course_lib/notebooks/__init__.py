@@ -214,6 +214,8 @@ def run_main(argv: list[str] | None = None, *, root: Path) -> int:
         results.append(result)
         status = "ok" if result["error"] is None else "FAILED"
         peak = "" if result["peak_mb"] is None else f"  peak {result['peak_mb']:5.0f} MB"
+        if result["cgroup_peak_mb"] is not None:
+            peak += f", cgroup {result['cgroup_peak_mb']:5.0f} MB"
         peak += f" (limit {args.memory_limit:.0f} MB: {result['limit_by']})" if args.memory_limit else ""
         print(f"{status:6} {result['seconds']:7.1f} s{peak}  {mode}  {result['notebook']}", flush=True)
         if result["error"]:
