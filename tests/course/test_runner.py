@@ -76,9 +76,9 @@ def test_a_cgroup_limit_is_enforced_by_the_kernel_on_the_processes_started_insid
 
 @pytest.mark.slow
 @pytest.mark.parametrize("use_cgroup", [True, False], ids=["cgroup-if-possible", "watch"])
-def test_run_notebook_under_a_limit_fails_and_says_what_was_killed(tmp_path, use_cgroup, record_property):
+def test_run_notebook_under_a_limit_fails_and_says_what_was_killed(tmp_path, use_cgroup, record_testsuite_property):
     result = run_notebook(_notebook(tmp_path, 900), tmp_path, memory_limit_mb=600, use_cgroup=use_cgroup)
-    record_property("memory_limit_by", result["limit_by"])
+    record_testsuite_property(f"memory_limit_by[use_cgroup={use_cgroup}]", result["limit_by"])
     print("memory limit enforced by:", result["limit_by"])
     expected = (CgroupLimit.create(600) or "MemoryWatch") if use_cgroup else "MemoryWatch"
     if isinstance(expected, CgroupLimit):
