@@ -3,6 +3,7 @@
     python scripts/bench_reformer.py                      # all four tables (~5 minutes on 2 cores)
     python scripts/bench_reformer.py --quick              # smaller sizes (~1 minute)
     python scripts/bench_reformer.py --plot out.png --max-global-gb 4
+    python scripts/bench_reformer.py --record             # also write course_lib/checkpoints/reformer_memory.json
 
 Tables (course_lib.reformer models, fp32, CPU):
 
@@ -15,22 +16,29 @@ Tables (course_lib.reformer models, fp32, CPU):
 4. position embeddings for ``google/reformer-crime-and-punishment`` (n_max = 524,288): parameter
    counts of the whole model and inference memory, standard table vs axial.
 
-How memory is measured: every configuration runs in a fresh Python process. After imports the
-child resets the kernel's peak-RSS counter (``echo 5 > /proc/self/clear_refs``), notes its
-resident memory, builds the model, runs it, and reads the peak (``VmHWM``). The tables report the
-peak *above* that baseline: weights, activations and temporaries, not the Python interpreter and
-torch libraries. This is a real measurement (Linux only), not an estimate; it includes allocator
-slack. Global attention is skipped where its score tensors alone would exceed ``--max-global-gb``
-(the machine is shared); the table says so.
+How memory is measured (``course_lib.reformer.memory``): every configuration runs in a fresh
+process, forked from a server that has imported torch once. The child resets the kernel's peak-RSS
+counter (``echo 5 > /proc/self/clear_refs``), notes its resident memory, builds the model, runs it,
+and reads the peak (``VmHWM``). The tables report the peak *above* that baseline: weights,
+activations and temporaries, not the Python interpreter and torch libraries (except about 10 MB of
+torch's code that the run reads back in). This is a real measurement (Linux only), not an estimate;
+it includes allocator slack. Global attention is skipped where its score tensors alone would exceed ``--max-global-gb``
+(the machine is shared); the table says so. ``--json FILE`` writes every result with the hardware,
+the load average before and after and the time taken; ``--record`` writes it where the chapter reads it
+(``course_lib.reformer.memory.recorded_benchmark``), for the sizes a 2 GB notebook cannot measure itself.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import os
 import pathlib
 import platform
 import sys
+import time
 
-from course_lib.reformer.memory import global_scores_gb, measure
+from course_lib.reformer.memory import RECORDED, global_scores_gb, measure
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -55,7 +63,13 @@ def main(argv=None) -> int:
                         help="feed-forward chunk size (the blog's 1 is weight-bandwidth bound: minutes on CPU)")
     parser.add_argument("--max-global-gb", type=float, default=6.0,
                         help="skip global attention when its score tensors would exceed this")
+    parser.add_argument("--json", type=pathlib.Path, help="write every result, the hardware and the load here")
+    parser.add_argument("--record", action="store_true",
+                        help=f"write the JSON to course_lib/checkpoints/{RECORDED}, where the chapter reads it")
     args = parser.parse_args(argv)
+    if args.record:
+        args.json = REPO / "course_lib" / "checkpoints" / RECORDED
+    load_before, started = os.getloadavg(), time.perf_counter()
 
     import torch
 
@@ -124,7 +138,38 @@ def main(argv=None) -> int:
 
     plot(args.plot, attention, ff, rev, axial)
     print(f"\nplot written to {args.plot}")
+    if args.json:
+        record = {
+            "command": "python scripts/bench_reformer.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "date": datetime.date.today().isoformat(), "hardware": out[0],
+            "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "seconds": round(time.perf_counter() - started),
+            "note": "peak_mb: peak resident memory above the child's post-import baseline (baseline_mb); "
+                    "null: not measured (global attention's scores above --max-global-gb)",
+            "attention": [{"seq_len": n, "global": g, "lsh": lsh} for n, (g, lsh) in attention.items()],
+            "feed_forward": {"chunk": args.ff_chunk,
+                             "rows": [{"seq_len": n, "plain": a, "chunked": b} for n, (a, b) in ff.items()]},
+            "reversible": {"seq_len": seq_len,
+                           "rows": [{"layers": n, "standard": a, "reversible": b} for n, (a, b) in rev.items()]},
+            "axial": {"standard": axial[False], "axial": axial[True]},
+            "tables": "\n".join(out),
+        }
+        args.json.write_text(json.dumps(rounded(record), indent=1) + "\n")
+        print(f"results written to {args.json}")
     return 0
+
+
+def rounded(value):
+    """Floats to one decimal (MB and seconds), through dicts and lists."""
+    if isinstance(value, float):
+        return round(value, 1)
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item) for item in value]
+    return value
 
 
 def plot(path: str, attention, ff, rev, axial) -> None:

@@ -192,6 +192,12 @@ def _draw(figure: Figure, pattern: LSHPattern, labels: list[str], chunk_length: 
                     fontsize=10)
 
 
+def figure_height(seq_len: int) -> float:
+    """Inches: the sorted strip labels every token on its own row, so rows need room for a 6-point label
+    clear of its neighbours and of the chunk lines (``tests/reformer/test_widgets.py`` measures the boxes)."""
+    return max(4.4, 2.0 + 0.11 * seq_len)
+
+
 def lsh_explorer(vectors: torch.Tensor | None = None, labels: list[str] | None = None, *, num_buckets: int = 4,
                  num_hashes: int = 1, chunk_length: int = 4) -> Explorer:
     """Sliders for buckets, hash rounds and chunk length over ``vectors (T, d)`` (default: 32 clustered vectors)."""
@@ -217,7 +223,7 @@ def lsh_explorer(vectors: torch.Tensor | None = None, labels: list[str] | None =
 
     def draw(num_buckets: int, num_hashes: int, chunk_length: int, seed: int) -> Figure:
         pattern = lsh_pattern(vectors, num_buckets, num_hashes, chunk_length, seed=seed)
-        figure = Figure(figsize=(12, 4.4), layout="constrained")
+        figure = Figure(figsize=(12, figure_height(seq_len)), layout="constrained")
         _draw(figure, pattern, labels, chunk_length, num_buckets)
         return figure
 

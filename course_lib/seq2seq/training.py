@@ -11,8 +11,8 @@ prefix ``tgt[:, :-1]`` and is scored on predicting ``tgt[:, 1:]``, all positions
 The loss is cross-entropy with **label smoothing** ε: the target distribution puts ``1 - ε`` on
 the right token and spreads ε evenly over the whole vocabulary, which keeps the model from
 becoming over-confident (Szegedy et al., 2016; Vaswani et al., 2017 use ε = 0.1).
-:func:`train_seq2seq` adds gradient clipping, an optional warm-up, a tqdm progress bar and
-periodic validation, and works for :class:`~course_lib.seq2seq.transformer.Transformer` and
+:func:`train_seq2seq` adds gradient clipping, an optional warm-up, a progress bar (the share of its step
+or time budget used) and periodic validation, and works for :class:`~course_lib.seq2seq.transformer.Transformer` and
 :class:`~course_lib.seq2seq.rnn.RNNSeq2Seq` alike (both take ``model(src, tgt_in,
 src_key_padding_mask, tgt_key_padding_mask)``).
 
@@ -71,6 +71,42 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], pad_id: int, device: to
     return total / tokens
 
 
+class _Progress:
+    """A tqdm bar that tells the truth about when training stops: at the step budget or the time budget.
+
+    Training ends at whichever comes first of ``epochs × batches``, ``max_steps`` and ``max_seconds``,
+    so the bar shows the share of the budget already used, ``max(step / steps, seconds / max_seconds)``,
+    in percent: a run limited to 60 seconds is at 50% after 30 seconds, however many steps that took,
+    and tqdm's time-left estimate follows. Without any known budget it counts steps.
+    """
+
+    def __init__(self, steps_in_epochs: int | None, max_steps: int | None, max_seconds: float | None, disable: bool):
+        known = [n for n in (steps_in_epochs, max_steps) if n is not None]
+        self.total_steps, self.max_seconds = (min(known) if known else None), max_seconds
+        budgets = ([f"{self.total_steps:,} steps"] if self.total_steps else []) + \
+            ([f"{max_seconds:g} s"] if max_seconds else [])
+        self.measured = bool(budgets)
+        fmt = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]" if self.measured else None
+        self.bar = tqdm(total=100 if self.measured else None, disable=disable, bar_format=fmt,
+                        desc="training until " + " or ".join(budgets) if budgets else "training")
+
+    def fraction(self, step: int, seconds: float) -> float | None:
+        """The share of the budget used after ``step`` steps and ``seconds`` seconds (None without a budget)."""
+        if not self.measured:
+            return None
+        used = [step / self.total_steps] if self.total_steps else []
+        used += [seconds / self.max_seconds] if self.max_seconds else []
+        return min(max(used), 1.0)
+
+    def step(self, step: int, seconds: float, **postfix) -> None:
+        fraction = self.fraction(step, seconds)
+        self.bar.set_postfix(step=step, **postfix, refresh=False)
+        self.bar.update(1 if fraction is None else 100 * fraction - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def train_seq2seq(model: nn.Module, train_batches: Iterable[Batch], *, pad_id: int,
                   valid_batches: Iterable[Batch] | None = None, epochs: int = 1, lr: float = 1e-3,
                   label_smoothing: float = 0.1, clip_norm: float | None = 1.0, warmup_steps: int = 0,
@@ -103,8 +139,8 @@ def train_seq2seq(model: nn.Module, train_batches: Iterable[Batch], *, pad_id: i
             history["valid_step"].append(step)
             history["valid_loss"].append(evaluate(model, valid_batches, pad_id, device))
 
-    total = max_steps or (epochs * len(train_batches) if hasattr(train_batches, "__len__") else None)
-    bar = tqdm(total=total, disable=not progress, desc="training")
+    bar = _Progress(epochs * len(train_batches) if hasattr(train_batches, "__len__") else None,
+                    max_steps, max_seconds, disable=not progress)
     for epoch in range(epochs):
         for src, tgt in train_batches:
             src, tgt = src.to(device), tgt.to(device)
@@ -120,8 +156,7 @@ def train_seq2seq(model: nn.Module, train_batches: Iterable[Batch], *, pad_id: i
             step += 1
             history["step"].append(step)
             history["train_loss"].append(loss.item())
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{history['train_loss'][-1]:.3f}")
+            bar.step(step, time.perf_counter() - start, epoch=epoch + 1, loss=f"{history['train_loss'][-1]:.3f}")
             if validate_every and step % validate_every == 0:
                 validate()
             stop = (max_steps is not None and step >= max_steps) or (

@@ -4,7 +4,9 @@
   tokenization, from raw bytes to the tokenizer's final answer, with the merge that produced it.
 * :func:`tokens_after` reads off the tokens when only the first ``k`` merges are allowed.
 * :func:`readable_token` shows a token as text (``␣`` for a space, ``\\xc4`` for a lone byte).
-* :func:`merge_stepper` is the widget: a slider over the number of merges and a text box.
+* :func:`merge_stepper` is the widget: a slider over the number of merges and a text box. The slider is
+  logarithmic (:func:`merge_counts`): a tokenizer has thousands of merges, but a sentence changes most
+  in the first hundred.
 
 Why replaying works: encoding a word merges, again and again, the adjacent pair whose merge was
 learnt earliest. A merge can only involve tokens that existed when it was learnt, so the ranks
@@ -31,7 +33,7 @@ from ..viz import Explorer
 from .byte_level import SPLIT_REGEX, from_byte_chars, split_special, validate_text
 from .tokenizer import ByteLevelBPE, merge_pair
 
-__all__ = ["MergeStep", "merge_steps", "tokens_after", "readable_token", "merge_stepper"]
+__all__ = ["MergeStep", "merge_counts", "merge_steps", "tokens_after", "readable_token", "merge_stepper"]
 
 
 class MergeStep(NamedTuple):
@@ -122,16 +124,40 @@ def _draw_tokens(ax, labels: list[str], width: float = 100.0) -> None:
     ax.axis("off")
 
 
+NICE_STEPS = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8)  # ten stops per factor of ten
+
+
+def merge_counts(max_merges: int, every_up_to: int = 20, include: int | None = None) -> list[int]:
+    """The slider's stops: every count up to ``every_up_to``, then ten round numbers per factor of ten, then all.
+
+    >>> merge_counts(13_531)[18:32]
+    [18, 19, 20, 25, 30, 40, 50, 60, 80, 100, 120, 150, 200, 250]
+    >>> merge_counts(13_531)[-3:], len(merge_counts(13_531))
+    ([10000, 12000, 13531], 50)
+    """
+    if max_merges < 0:
+        raise ValueError(f"max_merges must be >= 0, got {max_merges}")
+    counts = set(range(min(every_up_to, max_merges) + 1)) | {max_merges}
+    scale = 10
+    while scale <= max_merges:
+        counts |= {round(step * scale) for step in NICE_STEPS if every_up_to < step * scale < max_merges}
+        scale *= 10
+    if include is not None:
+        counts.add(min(max(include, 0), max_merges))
+    return sorted(counts)
+
+
 def merge_stepper(bpe: ByteLevelBPE, text: str = "La suno brilas super la ĝardeno.", max_merges: int | None = None,
                   num_merges: int | None = None) -> Explorer:
-    """A slider over the number of merges allowed (0 = raw bytes) and a box for the sentence."""
+    """A slider over the number of merges allowed (0 = raw bytes; stops from :func:`merge_counts`) and a box for the sentence."""
     _validate_bpe(bpe)
     max_merges = len(bpe.merges) if max_merges is None else min(max_merges, len(bpe.merges))
-    start = max_merges // 4 if num_merges is None else num_merges
+    counts = merge_counts(max_merges, include=num_merges)
+    start = counts[len(counts) // 2] if num_merges is None else min(max(num_merges, 0), max_merges)
     controls = {
-        "num_merges": widgets.IntSlider(start, min=0, max=max_merges, description="merges allowed",
-                                        continuous_update=False, style={"description_width": "110px"},
-                                        layout=widgets.Layout(width="620px")),
+        "num_merges": widgets.SelectionSlider(options=counts, value=start, description="merges allowed",
+                                              continuous_update=False, style={"description_width": "110px"},
+                                              layout=widgets.Layout(width="620px")),
         "text": widgets.Text(text, description="sentence", continuous_update=False,
                              style={"description_width": "110px"}, layout=widgets.Layout(width="620px")),
     }

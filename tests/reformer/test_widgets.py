@@ -1,8 +1,11 @@
 """course_lib.reformer.widgets: the LSH explorer's pattern is what the library's LSH attention computes."""
 from __future__ import annotations
 
+from itertools import combinations
+
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from course_lib.attention.widgets import Explorer
 from course_lib.reformer import LSHSelfAttention, random_rotations
@@ -100,3 +103,41 @@ def test_explorer_draws_every_setting_and_rejects_a_chunk_length_that_does_not_d
     assert len(explorer.figure().axes) >= 3
     with pytest.raises(ValueError, match="must divide"):
         lsh_explorer(chunk_length=5)
+
+
+def _labels_clear(figure, dpi: float = 90) -> list[str]:
+    """Every pair of labels whose boxes overlap, and every strip label that touches a chunk line, as drawn at ``dpi``
+    (the explorer's PNG is 90 dpi): the boxes come from matplotlib's own renderer."""
+    figure.set_dpi(dpi)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    clashes = []
+    for ax in figure.axes:
+        labels = [t for t in ax.texts + ax.get_xticklabels() + ax.get_yticklabels() if t.get_visible() and t.get_text()]
+        boxes = [(t.get_text(), t.get_window_extent(renderer).padded(0.5)) for t in labels]
+        clashes += [f"{a} / {b}" for (a, box_a), (b, box_b) in combinations(boxes, 2) if box_a.overlaps(box_b)]
+        for line in ax.lines:  # the chunk borders, horizontal lines across the strip
+            y = ax.transData.transform((0, line.get_ydata()[0]))[1]
+            half_width = line.get_linewidth() * dpi / 72 / 2
+            clashes += [f"{t.get_text()} / line at {y:.0f}" for t in ax.texts
+                        if t.get_window_extent(renderer).y0 - half_width < y < t.get_window_extent(renderer).y1 + half_width]
+    return clashes
+
+
+@pytest.mark.parametrize("settings", [{}, {"num_hashes": 4}, {"num_hashes": 4, "chunk_length": 8},
+                                      {"num_buckets": 16, "num_hashes": 2, "chunk_length": 2}])
+def test_explorer_labels_do_not_overlap(settings):
+    """The 32 default tokens are each labelled in the sorted strip: no label may run into another or into a chunk line."""
+    explorer = lsh_explorer()
+    for name, value in settings.items():
+        explorer.controls[name].value = value
+    figure = explorer.figure()
+    assert len(figure.axes[0].texts) == 32 * explorer.controls["num_hashes"].value
+    assert _labels_clear(figure) == []
+
+
+def test_sentence_explorer_labels_do_not_overlap():
+    words = "the cat sat on the mat the dog sat on the log the cat saw dogs".split()
+    explorer = lsh_explorer(spelling_vectors(words), words, num_buckets=4, num_hashes=2, chunk_length=4)
+    assert _labels_clear(explorer.figure()) == []

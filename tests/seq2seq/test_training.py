@@ -2,12 +2,17 @@
 both models can learn in seconds."""
 from __future__ import annotations
 
+import io
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
+from tqdm.std import tqdm
 
 from course_lib.decoding import RNNStepper, generate, greedy_search
 from course_lib.seq2seq.rnn import RNNSeq2Seq
+from course_lib.seq2seq import training
 from course_lib.seq2seq.training import evaluate, sequence_loss, teacher_forcing_logits, train_seq2seq
 from course_lib.seq2seq.transformer import Transformer
 from tests.conftest import available_devices
@@ -97,6 +102,53 @@ def test_max_steps_and_empty_input_stop_training():
     assert history["step"][-1] == 7 and history["valid_loss"] == []
     with pytest.raises(ValueError, match="no batch"):
         train_seq2seq(tiny_rnn(), [], pad_id=PAD, progress=False)
+
+
+class RecordingBar(tqdm):
+    """tqdm writing to a string, keeping (seconds, n, total, postfix) after every update."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "file": io.StringIO(), "mininterval": 0})
+        self.records, self.created = [], time.perf_counter()
+
+    def update(self, n=1):
+        super().update(n)
+        self.records.append((time.perf_counter() - self.created, self.n, self.total, self.postfix))
+
+
+@pytest.fixture
+def bars(monkeypatch):
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(RecordingBar(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(training, "tqdm", make)
+    return made
+
+
+def test_progress_of_a_time_limited_run_is_the_share_of_its_seconds(bars):
+    """Chapter 3 trains for 60 s with epochs=100: the bar must not read 1% (steps of 100 epochs) when it stops."""
+    history = train_seq2seq(tiny_rnn(), copy_batches(5, batch=4), pad_id=PAD, epochs=10_000, max_seconds=1.0)
+    (bar,) = bars
+    assert bar.desc == "training until 50,000 steps or 1 s" and bar.total == 100
+    steps = history["step"][-1]
+    assert steps < 50_000 and bar.n == pytest.approx(100)  # stopped by the clock: 100%, not steps/50,000
+    assert f"step={steps}" in bar.postfix
+    for seconds, shown, _, _ in bar.records:  # the share of the second used so far, as it went
+        assert shown <= 100 and shown == pytest.approx(min(100 * seconds, 100), abs=10)
+    assert bar.fp.getvalue().rsplit("\r", 1)[-1].startswith("training until 50,000 steps or 1 s: 100%|")
+
+
+def test_progress_of_a_step_limited_run_counts_steps(bars):
+    train_seq2seq(tiny_rnn(), copy_batches(5, batch=4), pad_id=PAD, epochs=3, max_steps=8, max_seconds=600)
+    (bar,) = bars
+    assert bar.desc == "training until 8 steps or 600 s"
+    assert [round(n, 1) for _, n, _, _ in bar.records] == [round(100 * k / 8, 1) for k in range(1, 9)]
+    assert training._Progress(15, None, None, disable=True).fraction(3, 100.0) == pytest.approx(0.2)
+    assert training._Progress(None, None, 60, disable=True).fraction(10**6, 30.0) == pytest.approx(0.5)
+    assert training._Progress(None, None, None, disable=True).fraction(3, 1.0) is None  # no budget: counts steps
 
 
 def _rig_eos(model, output_layer, step_bias: float):

@@ -12,7 +12,9 @@ from course_lib.attention.widgets import Explorer
 from course_lib.data import read_text
 from course_lib.tokenization import ByteLevelBPE, train_bpe
 from course_lib.tokenization.byte_level import to_byte_chars
-from course_lib.tokenization.widgets import MergeStep, merge_stepper, merge_steps, readable_token, tokens_after
+from course_lib.tokenization.widgets import (
+    MergeStep, merge_counts, merge_stepper, merge_steps, readable_token, tokens_after,
+)
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 TEXTS = [
@@ -110,7 +112,7 @@ def test_bad_input_is_rejected(esperanto_bpe):
 def test_stepper_builds_headless_and_redraws(esperanto_bpe):
     explorer = merge_stepper(esperanto_bpe, "La suno brilas.", num_merges=0)
     assert isinstance(explorer, Explorer) and isinstance(explorer.widget, ipywidgets.VBox)
-    assert explorer.controls["num_merges"].max == len(esperanto_bpe.merges)
+    assert explorer.controls["num_merges"].options[-1] == len(esperanto_bpe.merges)
     assert explorer.png().startswith(b"\x89PNG")
     title = explorer.figure().axes[0].get_title()
     assert title.startswith(f"{len(b'La suno brilas.')} tokens with the first 0 merges")
@@ -127,3 +129,23 @@ def test_the_book_steps_through_the_first_merges_closely(esperanto_bpe):
     stops = [value for value, _ in choose_stops({**explorer.controls, **explorer.book_controls})["num_merges"]]
     assert stops == sorted(stops) and stops[0] == 0 and stops[-1] == len(esperanto_bpe.merges) and 40 in stops
     assert len(stops) <= MAX_STATES and sum(n <= 100 for n in stops) >= len(stops) / 2  # where most merges happen
+def test_merge_slider_spends_its_length_where_a_sentence_changes():
+    """Chapter 2's tokenizer has 13,531 merges: a linear slider gave the first 100 under 1% of its length."""
+    counts = merge_counts(13_531)
+    assert counts[:21] == list(range(21)) and counts[-1] == 13_531  # every count up to 20, and all of them
+    assert counts == sorted(set(counts))
+    assert all(b / a <= 1.34 for a, b in pairwise(counts[20:]))  # then log-spaced: ten stops per factor of ten
+    assert sum(count <= 100 for count in counts) / len(counts) > 0.5
+    assert 40 in merge_counts(13_531, include=40) and merge_counts(3) == [0, 1, 2, 3] and merge_counts(0) == [0]
+    with pytest.raises(ValueError, match="max_merges"):
+        merge_counts(-1)
+
+
+def test_stepper_starts_where_asked_and_slides_over_the_stops(esperanto_bpe):
+    explorer = merge_stepper(esperanto_bpe, "La suno brilas.", num_merges=42)
+    slider = explorer.controls["num_merges"]
+    assert isinstance(slider, ipywidgets.SelectionSlider) and slider.value == 42
+    assert list(slider.options) == merge_counts(len(esperanto_bpe.merges), include=42)
+    for stop in (0, 7, 100, len(esperanto_bpe.merges)):
+        slider.value = stop
+        assert explorer.figure().axes[0].get_title().split(" tokens with the first ")[1].startswith(f"{stop} merges")

@@ -9,8 +9,10 @@
   (:data:`EXTRAS`). Both are made from :data:`REPOSITORY` and :data:`~course_lib.version.RELEASE_TAG`,
   so they cannot drift; they come right after the notebook's title cell, so every page opens with
   its title. :func:`update_headers` rewrites or checks them.
-* :func:`run_notebook` executes one notebook with nbclient and reports its time: chapters and lab
-  sources must run without any error; a lab's student version may fail only with the stubs'
+* :func:`run_notebook` executes one notebook with nbclient and reports its time and peak memory (the
+  kernel and its child processes together), optionally under a memory limit enforced as a container's
+  is (``course_lib.notebooks.memory``: a cgroup where the machine allows one, else a watch): chapters
+  and lab sources must run without any error; a lab's student version may fail only with the stubs'
   ``NotImplementedError`` and the test failures that follow from it.
 
 Front ends: ``scripts/notebook_header.py`` and ``scripts/run_notebooks.py``. Needs ``nbformat`` and
@@ -26,12 +28,13 @@ import sys
 import time
 from pathlib import Path
 
-from .version import RELEASE_TAG
+from ..version import RELEASE_TAG
+from .memory import CgroupLimit, MemoryWatch
 
 __all__ = [
-    "BRANCH", "EXTRAS", "REPOSITORY", "colab_url", "course_notebooks", "header_cells", "header_main",
-    "install_command", "repository_path", "run_main", "run_notebook", "setup_source", "update_headers",
-    "with_header",
+    "BRANCH", "EXTRAS", "REPOSITORY", "CgroupLimit", "MemoryWatch", "colab_url", "course_notebooks",
+    "header_cells", "header_main", "install_command", "repository_path", "run_main", "run_notebook",
+    "setup_source", "update_headers", "with_header",
 ]
 
 REPOSITORY = "transformers-from-scratch/course"  # GitHub owner/name: Colab badges, Binder, book links
@@ -144,22 +147,51 @@ def update_headers(root: Path, notebooks: list[Path] | None = None, *, check: bo
     return stale
 
 
-def run_notebook(path: Path, root: Path, timeout: int = 600) -> dict:
-    """Execute ``path`` headless; ``{"notebook", "seconds", "error"}`` (``error`` None when it ran as it must)."""
+def run_notebook(path: Path, root: Path, timeout: int = 600, memory_limit_mb: float | None = None,
+                 use_cgroup: bool = True) -> dict:
+    """Execute ``path`` headless; ``{"notebook", "seconds", "error", "peak_mb", "limit_by", "killed", ...}``.
+
+    ``error`` is None when it ran as it must. ``peak_mb`` is the peak resident memory of the kernel and
+    all its child processes together (:class:`MemoryWatch`, Linux only; None elsewhere). With
+    ``memory_limit_mb`` they run under that limit, enforced as a container's is: by the kernel in a
+    cgroup of their own where this machine allows one (:class:`CgroupLimit`; ``cgroup_peak_mb`` is then
+    its peak charge, page cache included), else by the watch, which kills the largest process when they
+    go over. ``limit_by`` says which one applied; a notebook that went over fails with an error saying so.
+    """
     import nbformat
     from nbclient import NotebookClient
 
     path, root = Path(path).resolve(), Path(root).resolve()
     student_version = path.is_relative_to(root) and "release" in path.relative_to(root).parts
     nb = nbformat.read(path, as_version=4)
+    if memory_limit_mb is not None and not sys.platform.startswith("linux"):
+        raise RuntimeError("a memory limit needs Linux's /proc")
+    cgroup = CgroupLimit.create(memory_limit_mb) if memory_limit_mb is not None and use_cgroup else None
+    limit_by = None if memory_limit_mb is None else cgroup.kind if cgroup else "MemoryWatch"
+    watch = None
+
+    def start_watch(**_):  # the kernel is up, no cell has run yet
+        nonlocal watch
+        if sys.platform.startswith("linux"):
+            kernel = client.km.provisioner.pid
+            if cgroup is not None:
+                cgroup.enter(kernel)
+            watch = MemoryWatch(kernel, None if cgroup else memory_limit_mb).start()
+
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=student_version,
-                            resources={"metadata": {"path": str(path.parent)}})
+                            resources={"metadata": {"path": str(path.parent)}}, on_notebook_start=start_watch)
     start = time.perf_counter()
     error = None
     try:
         client.execute()
     except Exception as exc:  # nbclient raises CellExecutionError with the traceback
         error = f"{type(exc).__name__}: {str(exc)[-2000:]}"
+    finally:
+        if watch is not None:
+            watch.stop()
+        oom_kills, cgroup_peak = (cgroup.oom_kills(), cgroup.peak_mb()) if cgroup else (0, None)
+        if cgroup is not None:
+            cgroup.close()
     seconds = time.perf_counter() - start
     unexpected = []
     if student_version and error is None:
@@ -169,8 +201,19 @@ def run_notebook(path: Path, root: Path, timeout: int = 600) -> dict:
                     unexpected.append(f"{out['ename']}: {out.get('evalue', '')[:300]}")
     if unexpected:
         error = "unexpected errors in the student version: " + "; ".join(unexpected)
+    killed = [] if watch is None else watch.killed
+    if oom_kills:
+        killed = [f"{oom_kills} process(es) of the kernel and its children, by the kernel's out-of-memory killer"]
+    if killed:
+        error = f"over the memory limit of {memory_limit_mb:.0f} MB ({limit_by}), killed " + "; ".join(killed) + \
+            (f" ({error})" if error else "")
     shown = path.relative_to(root) if path.is_relative_to(root) else path
-    return {"notebook": str(shown), "seconds": round(seconds, 1), "error": error}
+    return {"notebook": str(shown), "seconds": round(seconds, 1), "error": error,
+            "peak_mb": None if watch is None else round(watch.peak_mb),
+            "kernel_peak_mb": None if watch is None else round(watch.root_peak_mb),
+            "largest_address_space_mb": None if watch is None else round(watch.virtual_peak_mb),
+            "memory_limit_mb": memory_limit_mb, "limit_by": limit_by,
+            "cgroup_peak_mb": None if cgroup_peak is None else round(cgroup_peak), "killed": killed}
 
 
 def header_main(argv: list[str] | None = None, *, root: Path) -> int:
@@ -187,19 +230,33 @@ def header_main(argv: list[str] | None = None, *, root: Path) -> int:
 
 
 def run_main(argv: list[str] | None = None, *, root: Path) -> int:
-    """``run_notebooks.py [--json FILE] [--timeout S] [NOTEBOOK ...]``: execute notebooks headless, fast mode."""
-    parser = argparse.ArgumentParser(description="Execute course notebooks headless and report each one's time.")
+    """``run_notebooks.py [--full] [--memory-limit MB [--no-cgroup]] [--json FILE] [--timeout S] [NOTEBOOK ...]``."""
+    parser = argparse.ArgumentParser(description="Execute course notebooks headless and report each one's time "
+                                                 "and peak memory (kernel and child processes together).")
     parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("--full", action="store_true",
+                        help="full mode, what JupyterLab, Binder and Colab run (default: fast mode, COURSE_FAST=1)")
+    parser.add_argument("--memory-limit", type=float, metavar="MB",
+                        help="hold the kernel and its children under MB, as Binder does: in a cgroup where this "
+                             "machine allows one, else the runner kills the largest process when they go over")
+    parser.add_argument("--no-cgroup", action="store_true", help="enforce --memory-limit with the runner's watch only")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     args = parser.parse_args(argv)
-    os.environ.setdefault("COURSE_FAST", "1")
+    if args.full:
+        os.environ["COURSE_FAST"] = "0"
+    os.environ.setdefault("COURSE_FAST", "1")  # the kernels inherit it; course_lib.runtime.fast_mode reads it
+    mode = "full" if os.environ["COURSE_FAST"].strip().lower() in ("", "0", "false", "no") else "fast"
     results = []
     for path in [p.resolve() for p in args.notebooks] or course_notebooks(root):
-        result = run_notebook(path, root, args.timeout)
+        result = {**run_notebook(path, root, args.timeout, args.memory_limit, not args.no_cgroup), "mode": mode}
         results.append(result)
         status = "ok" if result["error"] is None else "FAILED"
-        print(f"{status:6} {result['seconds']:7.1f} s  {result['notebook']}", flush=True)
+        peak = "" if result["peak_mb"] is None else f"  peak {result['peak_mb']:5.0f} MB"
+        if result["cgroup_peak_mb"] is not None:
+            peak += f", cgroup {result['cgroup_peak_mb']:5.0f} MB"
+        peak += f" (limit {args.memory_limit:.0f} MB: {result['limit_by']})" if args.memory_limit else ""
+        print(f"{status:6} {result['seconds']:7.1f} s{peak}  {mode}  {result['notebook']}", flush=True)
         if result["error"]:
             print(result["error"], file=sys.stderr)
     if args.json:
