@@ -1,7 +1,7 @@
 """Lab 01 (attention): what only its checks need; what every lab shares is in ``test_structure.py``.
 
 The checks of ``course_lib.lab_checks.attention`` called directly on mistakes no fixture holds: code
-that edits its inputs in place is graded as if it did not, a mask that leaks and an output built
+that edits its inputs in place fails, naming the input; a mask that leaks and an output built
 from the keys each get their own message. The known mistakes (``tests/fixtures/labs/attention/``),
 the reference solution and the notebooks: ``test_structure.py``; nbgrader: ``tests/grader/``.
 """
@@ -16,13 +16,22 @@ from course_lib.lab_checks import attention as attention_checks
 from course_lib.lab_checks.toolkit import CheckFailed
 
 
-def test_student_code_that_edits_its_inputs_in_place_is_still_graded_correctly():
+def test_student_code_that_edits_its_inputs_in_place_fails_naming_the_input():
+    """The rule: a graded function must not modify its inputs (the caller's q would change)."""
     def scales_q_in_place(q, k, v, mask=None):
-        q /= math.sqrt(q.shape[-1])  # legal for the student: q is their copy
+        q /= math.sqrt(q.shape[-1])
         weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
         return weights @ v, weights
 
-    attention_checks.check_scaling(scales_q_in_place)
+    def scales_a_copy(q, k, v, mask=None):
+        q = q / math.sqrt(q.shape[-1])
+        weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+        return weights @ v, weights
+
+    with pytest.raises(CheckFailed, match=r"scaled_dot_product_attention modified its input q \(shape") as failure:
+        attention_checks.check_scaling(scales_q_in_place)
+    assert "q = q / " not in failure.value.problem and "x = x.clone()" in failure.value.hint
+    attention_checks.check_scaling(scales_a_copy)
 
 
 def test_mask_check_reports_a_mask_that_leaks_as_nonzero_blocked_weights():

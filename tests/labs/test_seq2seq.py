@@ -2,11 +2,13 @@
 
 The lab's solution equals PyTorch's ``nn.TransformerDecoderLayer`` and ``course_lib``'s modules, its
 set-up's attention is course_lib's, the residual rules the checks use to name a wrong order rebuild
-the library's layer, code that spends its inputs is graded as if it did not, and mistakes no fixture
+the library's layer, code that spends its inputs fails naming them, and mistakes no fixture
 holds get their own message. The known mistakes (``tests/fixtures/labs/seq2seq/``), the reference
 solution and the notebooks: ``test_structure.py``; nbgrader and the sandboxed grader: ``tests/grader/``.
 """
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
@@ -82,20 +84,22 @@ def test_the_checks_residual_rules_rebuild_the_library_layer(norm_first, rule):
 
 # --- mistakes the checks name ---------------------------------------------------------------------
 
-def test_code_that_edits_its_inputs_in_place_is_still_graded_correctly(kernel):
+@pytest.mark.parametrize(("spend", "named"), [
+    (lambda x, params: x.zero_(), "x (shape"),
+    (lambda x, params: params["norm2"]["weight"].mul_(2), "params['norm2']['weight'] (shape"),
+])
+def test_code_that_edits_its_inputs_in_place_fails_naming_the_input(kernel, spend, named):
     solution = kernel["decoder_layer"]
 
-    def spends_its_parameters(x, memory, params, num_heads, norm_first=False, tgt_key_padding_mask=None,
-                              memory_key_padding_mask=None):
+    def spends_its_inputs(x, memory, params, num_heads, norm_first=False, tgt_key_padding_mask=None,
+                          memory_key_padding_mask=None):
         out = solution(x, memory, params, num_heads, norm_first, tgt_key_padding_mask, memory_key_padding_mask)
-        for group in params.values():  # legal for the student: these are their copies
-            for tensor in group.values():
-                tensor.zero_()
-        x.zero_()
+        spend(x, params)
         return out
 
-    seq2seq_decoder.check_post_norm(spends_its_parameters)
-    seq2seq_decoder.check_decoder_padding(spends_its_parameters)
+    for check in (seq2seq_decoder.check_post_norm, seq2seq_decoder.check_decoder_padding):
+        with pytest.raises(CheckFailed, match=f"decoder_layer modified its input {re.escape(named)}"):
+            check(spends_its_inputs)
 
 
 @pytest.mark.parametrize("attention", ["setup", "course_lib"])
