@@ -140,6 +140,10 @@ def describe_shapes(**tensors: torch.Tensor | None) -> str:
     return ", ".join(f"{n} {tuple(t.shape)}" for n, t in tensors.items() if t is not None)
 
 
+def _is_integer(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
 def expect_tensor(
     value,
     *,
@@ -149,14 +153,16 @@ def expect_tensor(
     device: torch.device | None = None,
     context: str = "",
 ) -> torch.Tensor:
-    """Check that ``value`` is a tensor with the given shape, dtype and device; return it."""
+    """Check that ``value`` is a tensor with the given shape, dtype and device; return it. Where an integer
+    dtype is asked for, any integer dtype will do (int32 indices hold the same values as int64 ones); any
+    layout too (a transposed, non-contiguous tensor is as good as a contiguous one)."""
     where = f" (on {context})" if context else ""
     if not isinstance(value, torch.Tensor):
         fail(f"{name} should be a torch.Tensor but is {type(value).__name__}{where}",
              "did you forget a `return`?" if value is None else None)
     if shape is not None and tuple(value.shape) != tuple(shape):
         fail(f"{name} has shape {tuple(value.shape)}, expected {tuple(shape)}{where}")
-    if dtype is not None and value.dtype != dtype:
+    if dtype is not None and value.dtype != dtype and not (_is_integer(value.dtype) and _is_integer(dtype)):
         fail(f"{name} has dtype {value.dtype}, expected {dtype}{where}")
     if device is not None and value.device.type != device.type:
         fail(f"{name} is on {value.device}, expected {device}{where}",

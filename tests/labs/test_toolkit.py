@@ -55,6 +55,16 @@ def test_expect_tensor_checks_shape_and_dtype():
     assert expect_tensor(value, name="weights", shape=(2,), dtype=torch.float32) is value
 
 
+def test_expect_tensor_takes_any_integer_dtype_for_an_integer_one_and_any_layout():
+    indices = torch.tensor([[1, 2], [3, 4]], dtype=torch.int32).t()  # int32 and not contiguous
+    assert expect_tensor(indices, name="indices", shape=(2, 2), dtype=torch.long) is indices
+    for wrong in (torch.float32, torch.bool):
+        with pytest.raises(CheckFailed, match=f"indices has dtype {wrong}, expected torch.int64"):
+            expect_tensor(indices.to(wrong), name="indices", dtype=torch.long)
+    with pytest.raises(CheckFailed, match="has dtype torch.int64, expected torch.bool"):
+        expect_tensor(torch.ones(2, dtype=torch.long), name="mask", dtype=torch.bool)
+
+
 def test_expect_results_names_the_results_the_lab_asks_for():
     pair = r"^f should return a pair \(output, weights\), got NoneType \(on q\)"
     with pytest.raises(CheckFailed, match=pair) as failure:
