@@ -6,7 +6,8 @@ committed outputs, and a release that is the source minus solutions and hidden t
 called in a kernel-like namespace (:mod:`tests.labs.support`): the reference solution, and the
 rubric's references, pass every cell; the release's stubs fail every cell saying so; each known
 mistake in ``tests/fixtures/labs/<topic>/`` fails exactly the cells of its ``FAILS``, with a hint,
-and no visible test of another cell; every cell is graded with the references of the lab's other
+and no visible test of another cell; at least three correct variants there (``correct_*.py``,
+``FAILS = {}``) differ from the solution and lose nothing; every cell is graded with the references of the lab's other
 functions; the checks are reproducible and run on the course's device. What only one lab needs is
 in its own ``tests/labs/test_<topic>.py``; the real nbgrader round trips in ``tests/grader/``.
 """
@@ -34,7 +35,6 @@ BY_MISTAKE = pytest.mark.parametrize(("lab", "mistake"), MISTAKES, ids=[f"{lab.t
 
 # Graded cells no known mistake covers yet (a fixture for one of them must remove it from here).
 CELLS_WITHOUT_A_KNOWN_MISTAKE = {
-    "attention": {"test_sdpa_output"},
     "reformer": {"test_undo", "test_chunk", "test_forward", "test_backward"},
 }
 
@@ -164,6 +164,35 @@ def test_each_known_mistake_fails_exactly_its_cells_with_a_hint(lab, mistake):
     for grade_id, phrase in expected.items():
         assert phrase in failures[grade_id], failures[grade_id]
         assert "\nHint: " in failures[grade_id], failures[grade_id]
+
+
+def _without_docstring(code: str) -> str:
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+@BY_TOPIC
+def test_each_lab_has_three_correct_variants_that_differ_from_the_solution_and_score_full_marks(lab):
+    """No false alarm on correct code written differently (issue 12): ``correct_<what>.py`` fixtures with
+    ``FAILS = {}`` go through every mistake test (structure, nbgrader round trips, sandbox) losing nothing."""
+    files = lab_files(lab.topic)
+    variants = [path for path in files.mistakes if path.stem.startswith("correct_")]
+    assert len(variants) >= 3, (
+        f"lab {lab.topic} has {len(variants)} correct variant(s) in {files.mistakes_dir.relative_to(REPO)}; it needs "
+        "at least 3: correct solutions written differently from the reference (another data type, another torch "
+        "idiom, another loop), each a correct_<what>.py with FAILS = {} (see labs/README.md, 'Correct variants')")
+    solutions = nbgrader_course.solution_code(files.source)
+    for variant in variants:
+        assert mistake_fails(variant) == {}, f"{variant.name}: a correct variant fails nothing, FAILS = {{}}"
+        replaced = nbgrader_course.mistake_code(variant, solutions)
+        copies = [grade_id for grade_id, code in replaced.items()
+                  if _without_docstring(code) == _without_docstring(solutions[grade_id])]
+        assert replaced and not copies, f"{variant.name}: {copies or 'nothing'} is the solution itself, not a variant"
+        assert run_rubric(lab.checks.RUBRIC, kernel(files, submission(files, variant))) == {}, variant.name
 
 
 @BY_MISTAKE
