@@ -106,9 +106,10 @@ def call_step(step: Callable, inputs, context: str):
     except CheckFailed as error:
         if log_probs.shape[-1] < num_beams and "out of range" in error.problem:
             fail(f"{error.problem} (on {context})",
-                 "the K new beams are the best of all K × V candidates of a prompt, not the best tokens of each "
-                 "beam: with fewer tokens than beams, one beam's V tokens cannot fill K places. View the totals "
-                 "as (B, K*V) and take torch.topk(..., K, dim=-1).")
+                 f"with fewer tokens (V = {log_probs.shape[-1]}) than beams (K = {num_beams}), one beam's V "
+                 "tokens cannot fill K places, so a torch.topk(..., K) over each beam's tokens fails: take the top "
+                 "K of each prompt's K*V candidates at once (view the totals as (B, K*V)), or clamp a per-beam "
+                 "top-k to min(K, V).")
         raise
     return expect_results(result, ("scores", "tokens", "rows", "cache"), function="beam_search_step", context=context)
 

@@ -65,11 +65,11 @@ def _top_k_over_rows(logits: torch.Tensor, k: int) -> torch.Tensor | None:
     return torch.isfinite(top_k_filter(logits.T, k).T) if k <= logits.shape[0] else None
 
 
-def _top_k_edge_cases(trial_device) -> list[tuple[torch.Tensor, int]]:
+def _top_k_edge_cases(device: torch.device) -> list[tuple[torch.Tensor, int]]:
     """k = 1 (greedy) on several rows, and k = V - 1, on fixed logits without ties."""
     generator = torch.Generator().manual_seed(1150)
     logits = torch.randn(3, 9, generator=generator) * 2
-    return [(logits.to(trial_device), 1), (logits[:2].to(trial_device), 8)]
+    return [(logits.to(device), 1), (logits[:2].to(device), 8)]
 
 
 def check_top_k(top_k: Callable) -> None:
