@@ -2,11 +2,14 @@
 
 * :mod:`.toolkit`: run student code on seeded random inputs, compare with the ``course_lib``
   reference, fail with a message that says what is wrong and hints why (:class:`CheckFailed`),
-  name a classic mistake (:func:`~.toolkit.diagnose`); :mod:`.rubric`: a lab's graded cells and references.
+  name a classic mistake (:func:`~.toolkit.diagnose`); with :mod:`.inputs` (the student's copies of
+  the inputs, which it must not modify) and :mod:`.hints` (what an exception in student code
+  probably means); :mod:`.rubric`: a lab's graded cells and references; :mod:`.fixture_table`: what
+  a rubric makes of a set of submissions, graded in-process (``scripts/fixture_table.py``).
 * One per lab, named after its topic, numbered by its chapter: :mod:`.attention` (lab 01),
   :mod:`.tokenization` (lab 02), :mod:`.seq2seq` (lab 04), :mod:`.decoding` (lab 05), :mod:`.reformer`
   (lab 06). Each exposes the lab's ``RUBRIC`` and ``REFERENCES``. One rule for size: a lab whose
-  checks fit one short module is that module (attention); the others are a package whose
+  checks fit one short module is that module; the others (all five today) are a package whose
   ``__init__`` holds the rubric and whose modules are the lab's parts (e.g. :mod:`.decoding.sampling`,
   :mod:`.decoding.beam_search`), with ``references.py`` where the references and inputs are many.
 

@@ -14,7 +14,8 @@ signature. Both graders go through :meth:`Rubric.run`:
 is the reference: :meth:`Rubric.run` puts the references into the student functions' module for the
 duration of the check (nbgrader's case) and the sandbox defines them after the student's cells
 (:meth:`Rubric.helpers` says which). So a wrong ``merge`` fails the ``merge`` cell only, not
-``train``, which calls it. Not covered: the checks themselves (each lab module), running untrusted
+``train``, which calls it. While a cell is graded the references also lend their parameter names to
+messages about a stand-in's arguments (:func:`~.inputs.reference_signatures`). Not covered: the checks themselves (each lab module), running untrusted
 code (``course_grader.sandbox``).
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+
+from .inputs import reference_signatures
 
 __all__ = ["Criterion", "Rubric", "references_in"]
 
@@ -79,7 +82,7 @@ class Rubric:
         if len(functions) != len(criterion.functions):
             raise TypeError(f"{grade_id} grades {', '.join(criterion.functions)}: give {len(criterion.functions)} "
                             f"function(s), got {len(functions)}")
-        with references_in(functions, self.helpers(grade_id)):
+        with references_in(functions, self.helpers(grade_id)), reference_signatures(self.references):
             criterion.check(*functions)
 
 

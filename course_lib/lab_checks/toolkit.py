@@ -11,8 +11,10 @@ wrong and *why* it probably happened::
 
 What every lab needs, here once:
 
-* calling student code: :func:`call_student` (inputs deep-copied, exceptions turned into failures
-  with a hint), :func:`call_for_tensor` (the same, for a function that returns one tensor);
+* calling student code: :func:`call_student` (inputs deep-copied, and left as they were: a function
+  that modifies its input tensors in place fails, :mod:`.inputs`; exceptions turned into failures with
+  a hint on their likely cause, :mod:`.hints`), :func:`call_for_tensor` (the same, for a function that
+  returns one tensor);
 * checking what it returned: :func:`expect_results` (a tuple of so many results),
   :func:`expect_tensor` (shape, dtype, device), :func:`expect_close` (values, with the largest
   difference and where it is);
@@ -31,6 +33,8 @@ from dataclasses import dataclass
 import torch
 
 from ..runtime import get_device
+from .hints import hint_for_exception
+from .inputs import IN_PLACE_HINT, InputRecord, clone_nested
 
 __all__ = [
     "ATOL", "RTOL", "CheckFailed", "Trial",
@@ -83,45 +87,26 @@ def trials(count: int = 5, seed: int = 0, device: torch.device | str | None = No
         yield Trial(index, torch.Generator().manual_seed(seed + index), device)
 
 
-def _hint_for_exception(error: BaseException) -> str | None:
-    if isinstance(error, NotImplementedError):
-        return "replace the `raise NotImplementedError()` line with your implementation."
-    text = str(error)
-    if "view size is not compatible" in text:
-        return ".view() needs a contiguous tensor; after .transpose() use .reshape() or .contiguous().view()."
-    if "Expected all tensors to be on the same device" in text:
-        return "a tensor you create inside the function must go on the inputs' device (device=x.device)."
-    return None
-
-
-def clone_nested(value):
-    """A copy of ``value`` with every tensor cloned, also inside dicts, lists and tuples (nested
-    parameter dicts, a cache of ``(k, v)`` pairs); anything else is shared, not copied."""
-    if isinstance(value, torch.Tensor):
-        return value.clone()
-    if isinstance(value, dict):
-        return {key: clone_nested(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        items = [clone_nested(item) for item in value]
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)  # a namedtuple takes fields
-    return value
-
-
 def call_student(function: Callable, *args, name: str | None = None, **kwargs):
-    """Call a student's function and turn any exception into a :class:`CheckFailed`.
-
-    The arguments are copied with :func:`clone_nested`, so code that edits its inputs in place
-    (``q /= ...``, zeroing a parameter dict) cannot change the numbers the check compares against.
+    """Call a student's function on copies of its inputs and return the result; fail the check if it raised
+    (with a hint on the likely cause, :func:`~.hints.hint_for_exception`) or if it modified one of its
+    input tensors in place (:class:`~.inputs.InputRecord`: a graded function must not modify its inputs).
     """
     name = name or getattr(function, "__name__", "your function")
     args, kwargs = clone_nested(args), clone_nested(kwargs)
+    record = InputRecord(function, name, args, kwargs)
     try:
-        return function(*args, **kwargs)
+        result = function(*args, **kwargs)
     except CheckFailed:
         raise
     except Exception as error:  # the student's bug, reported as a failed check with the cause
         detail = f": {error}" if str(error) else ""
-        fail(f"{name} raised {type(error).__name__}{detail}", _hint_for_exception(error))
+        fail(f"{name} raised {type(error).__name__}{detail}", hint_for_exception(error))
+    modified = record.first_modified()
+    if modified:
+        fail(f"{name} modified its input {modified} in place; a graded function must leave its inputs as they were",
+             IN_PLACE_HINT)
+    return result
 
 
 def call_for_tensor(function: Callable, *args, name: str, shape: Sequence[int] | None = None,
@@ -155,6 +140,10 @@ def describe_shapes(**tensors: torch.Tensor | None) -> str:
     return ", ".join(f"{n} {tuple(t.shape)}" for n, t in tensors.items() if t is not None)
 
 
+def _is_integer(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
 def expect_tensor(
     value,
     *,
@@ -164,14 +153,16 @@ def expect_tensor(
     device: torch.device | None = None,
     context: str = "",
 ) -> torch.Tensor:
-    """Check that ``value`` is a tensor with the given shape, dtype and device; return it."""
+    """Check that ``value`` is a tensor with the given shape, dtype and device; return it. Where an integer
+    dtype is asked for, any integer dtype will do (int32 indices hold the same values as int64 ones); any
+    layout too (a transposed, non-contiguous tensor is as good as a contiguous one)."""
     where = f" (on {context})" if context else ""
     if not isinstance(value, torch.Tensor):
         fail(f"{name} should be a torch.Tensor but is {type(value).__name__}{where}",
              "did you forget a `return`?" if value is None else None)
     if shape is not None and tuple(value.shape) != tuple(shape):
         fail(f"{name} has shape {tuple(value.shape)}, expected {tuple(shape)}{where}")
-    if dtype is not None and value.dtype != dtype:
+    if dtype is not None and value.dtype != dtype and not (_is_integer(value.dtype) and _is_integer(dtype)):
         fail(f"{name} has dtype {value.dtype}, expected {dtype}{where}")
     if device is not None and value.device.type != device.type:
         fail(f"{name} is on {value.device}, expected {device}{where}",

@@ -99,7 +99,8 @@ def test_write_submissions_makes_the_solution_the_stub_and_one_per_known_mistake
         assert len(student["cells"]) == len(release["cells"])
         for grade_id, cell in cells.solution_cells(student).items():
             assert cells.source(cell) == changed.get(grade_id, solutions[grade_id]), (mistake.stem, grade_id)
-        assert mistake_fails(mistake)  # every mistake says which cells it must fail
+        # every mistake says which cells it must fail; a correct variant (correct_*.py) fails none
+        assert bool(mistake_fails(mistake)) != mistake.stem.startswith("correct_"), mistake.stem
 
 
 def test_fill_solutions_leaves_every_other_cell_as_released():

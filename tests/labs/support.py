@@ -46,23 +46,31 @@ def stubs(files: LabFiles) -> dict[str, str]:
     return nbgrader_course.solution_code(files.release)
 
 
-def kernel(files: LabFiles, code: Mapping[str, str] | None = None, *, examples: bool = False) -> dict:
+def kernel(files: LabFiles, code: Mapping[str, str] | None = None, *, examples: bool = False,
+           failing_examples_go_on: bool = False) -> dict:
     """The namespace after the source's set-up cell and solution cells (``code``: grade_id -> code, by
     default the reference solution) ran in notebook order; with ``examples``, also the other ungraded
-    cells (the data some visible tests use), except :data:`SKIPPED_CELLS`. Grade cells never run."""
+    cells (the data some visible tests use), except :data:`SKIPPED_CELLS`. Grade cells never run.
+    With ``failing_examples_go_on``, an example cell that raises (one that calls a stub) is passed over,
+    as a student's kernel goes on after a cell's error; otherwise its error is raised."""
     code = submission(files) if code is None else code
     namespace: dict = {}
     for cell in notebook(files.source)["cells"]:
         metadata = nbgrader(cell)
         if cell["cell_type"] != "code" or metadata.get("grade") or cell.get("id") in SKIPPED_CELLS:
             continue
+        example = False
         if metadata.get("grade_id") in code:
             text = code[metadata["grade_id"]]
         elif metadata.get("grade_id") == "setup" or examples:
-            text = cell_source(cell)
+            text, example = cell_source(cell), metadata.get("grade_id") != "setup"
         else:
             continue
-        exec(compile(text, f"{files.source.name}:{cell.get('id')}", "exec"), namespace)  # noqa: S102 (the lab's cells)
+        try:
+            exec(compile(text, f"{files.source.name}:{cell.get('id')}", "exec"), namespace)  # noqa: S102 (the lab's cells)
+        except Exception:
+            if not (example and failing_examples_go_on):
+                raise
     return namespace
 
 

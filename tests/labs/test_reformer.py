@@ -1,9 +1,11 @@
 """Lab 06 (the Reformer): what only its checks need; what every lab shares is in ``test_structure.py``.
 
 The lab's set-up sub-layers are the checks', its references agree with ``course_lib.reformer``
-(and so with HF's Reformer), the sort check's inputs really expose an unstable sort, and mistakes
-no fixture holds (wrong return types, a chunk without its ValueError, a backward without the path
-through G) get their own message. The known mistakes (``tests/fixtures/labs/reformer/``), the
+(and so with HF's Reformer), the sort check's inputs really expose an unstable sort, the checks reach
+their edge cases (two hash rounds of two buckets, one bucket, one chunk, a zero F or G), an undo is judged
+against the student's order only where that order sorts the buckets, and mistakes no fixture holds
+(wrong return types, a chunk without its ValueError, a backward without the path through G) get their
+own message. The known mistakes (``tests/fixtures/labs/reformer/``), the
 reference solution and the notebooks: ``test_structure.py``; nbgrader: ``tests/grader/``.
 """
 from __future__ import annotations
@@ -89,3 +91,59 @@ def test_backward_without_the_path_through_g_is_explained(kernel):
 
     with pytest.raises(CheckFailed, match="the path from y1 through G into y2 is missing"):
         reformer_reversible.check_backward(kernel["reversible_forward"], reversible_backward)
+
+
+# --- edge cases and answers the checks must not be fooled by ------------------------------------------
+
+def test_the_checks_reach_their_edge_cases():
+    """Two hash rounds of 2 buckets, one bucket everywhere, a single position, one chunk, chunks of one, a single
+    chunk to look back from, and blocks whose F or G is zero are among the inputs."""
+    hashes = [(rotations.shape[1], n_buckets) for _, rotations, n_buckets in reformer_lsh._hash_cases()]
+    assert (2, 2) in hashes and (2, 8) in hashes
+    sorts = reformer_lsh.sort_cases()
+    assert any(len(b) > 1 and len(torch.unique(b)) == 1 for b in sorts) and any(len(b) == 1 for b in sorts)
+    chunks = [(len(x), length) for x, length in reformer_lsh._chunk_cases()]
+    assert any(t == length for t, length in chunks) and any(length == 1 for _, length in chunks)
+    assert any(len(c) == 1 for c in reformer_lsh._look_back_cases())
+    blocks = list(reformer_reversible._blocks(700))
+    assert any(not wf.any() for _, _, wf, _, _, _ in blocks) and any(not wg.any() for _, _, _, wg, _, _ in blocks)
+
+
+def test_undo_of_an_order_that_sorts_nothing_is_judged_by_the_library_order():
+    """(arange, arange) sorts nothing: its undo is judged against the library's order and fails, while undo of the
+    student's own unstable (but sorting) order passes the undo cell."""
+    def identity(buckets):
+        positions = torch.arange(len(buckets), device=buckets.device)
+        return positions, positions
+
+    with pytest.raises(CheckFailed, match=r"order\[undo\] should be 0, 1, \.\.\., T-1"):
+        reformer_lsh.check_undo(identity)
+
+    def unstable(buckets):
+        order = torch.argsort(buckets)
+        return order, torch.argsort(order)
+
+    reformer_lsh.check_undo(unstable)
+
+
+@pytest.mark.parametrize(("function", "message"), [
+    (lambda x, c: torch.stack(torch.split(x, c)) if len(x) % c == 0 else torch.zeros(0)[len(x)],
+     r"chunk raised IndexError on x \(10, 3\), chunk_len=4; expected a ValueError"),
+    (lambda x, c: x.reshape(c, -1, *x.shape[1:]).transpose(0, 1), "instead of"),
+])
+def test_chunk_mistakes_are_named(function, message):
+    with pytest.raises(CheckFailed, match=message) as failure:
+        reformer_lsh.check_chunk(function)
+    assert failure.value.hint
+
+
+def test_a_chunk_raising_a_value_error_subclass_passes():
+    class PaddingError(ValueError):
+        pass
+
+    def chunk(x, chunk_len):
+        if len(x) % chunk_len:
+            raise PaddingError(f"pad the sequence to a multiple of {chunk_len}")
+        return x.unflatten(0, (-1, chunk_len))
+
+    reformer_lsh.check_chunk(chunk)

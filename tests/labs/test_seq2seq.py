@@ -2,17 +2,22 @@
 
 The lab's solution equals PyTorch's ``nn.TransformerDecoderLayer`` and ``course_lib``'s modules, its
 set-up's attention is course_lib's, the residual rules the checks use to name a wrong order rebuild
-the library's layer, code that spends its inputs is graded as if it did not, and mistakes no fixture
-holds get their own message. The known mistakes (``tests/fixtures/labs/seq2seq/``), the reference
+the library's layer, code that spends its inputs fails naming them, mistakes no fixture holds get
+their own message, the additive context is judged against the reference unless the weights are wrong,
+and the checks reach a one-token source and padding in every sentence. The known mistakes (``tests/fixtures/labs/seq2seq/``), the reference
 solution and the notebooks: ``test_structure.py``; nbgrader and the sandboxed grader: ``tests/grader/``.
 """
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
 
 import course_lib
-from course_lib.lab_checks.seq2seq import decoder as seq2seq_decoder, references as seq2seq_references
+from course_lib.lab_checks.seq2seq import (
+    additive as seq2seq_additive, decoder as seq2seq_decoder, layer as seq2seq_layer, references as seq2seq_references,
+)
 from course_lib.lab_checks.toolkit import CheckFailed, trials
 from tests.labs.support import cell_source, kernel as lab_kernel
 from tests.labtools import lab_files, notebook
@@ -76,26 +81,28 @@ def test_the_checks_residual_rules_rebuild_the_library_layer(norm_first, rule):
     layer, params, heads, x, memory = seq2seq_references.random_layer(trial, norm_first)
     with torch.no_grad():
         expected = layer(x, memory, tgt_mask=course_lib.causal_mask(x.shape[1], device=x.device))
-    torch.testing.assert_close(seq2seq_decoder._layer_with_rule(rule, x, memory, params, heads), expected,
+    torch.testing.assert_close(seq2seq_layer.layer_variant(x, memory, params, heads, (rule,) * 3), expected,
                                atol=1e-5, rtol=1e-4)
 
 
 # --- mistakes the checks name ---------------------------------------------------------------------
 
-def test_code_that_edits_its_inputs_in_place_is_still_graded_correctly(kernel):
+@pytest.mark.parametrize(("spend", "named"), [
+    (lambda x, params: x.zero_(), "x (shape"),
+    (lambda x, params: params["norm2"]["weight"].mul_(2), "params['norm2']['weight'] (shape"),
+])
+def test_code_that_edits_its_inputs_in_place_fails_naming_the_input(kernel, spend, named):
     solution = kernel["decoder_layer"]
 
-    def spends_its_parameters(x, memory, params, num_heads, norm_first=False, tgt_key_padding_mask=None,
-                              memory_key_padding_mask=None):
+    def spends_its_inputs(x, memory, params, num_heads, norm_first=False, tgt_key_padding_mask=None,
+                          memory_key_padding_mask=None):
         out = solution(x, memory, params, num_heads, norm_first, tgt_key_padding_mask, memory_key_padding_mask)
-        for group in params.values():  # legal for the student: these are their copies
-            for tensor in group.values():
-                tensor.zero_()
-        x.zero_()
+        spend(x, params)
         return out
 
-    seq2seq_decoder.check_post_norm(spends_its_parameters)
-    seq2seq_decoder.check_decoder_padding(spends_its_parameters)
+    for check in (seq2seq_layer.check_post_norm, seq2seq_layer.check_decoder_padding):
+        with pytest.raises(CheckFailed, match=f"decoder_layer modified its input {re.escape(named)}"):
+            check(spends_its_inputs)
 
 
 @pytest.mark.parametrize("attention", ["setup", "course_lib"])
@@ -120,8 +127,59 @@ def test_swapped_padding_masks_are_reported_with_a_hint(kernel):
         return solution(x, memory, params, num_heads, norm_first, memory_key_padding_mask, tgt_key_padding_mask)
 
     with pytest.raises(CheckFailed) as failure:
-        seq2seq_decoder.check_decoder_padding(swapped)
+        seq2seq_layer.check_decoder_padding(swapped)
     assert failure.value.hint
+
+
+def _additive(weights_of, context_of=lambda weights, keys: (weights[:, :, None] * keys).sum(dim=1)):
+    """A student's additive attention: the right scores, then weights_of(scores, mask), context_of(weights, keys)."""
+    def additive_attention(query, keys, W_q, W_k, v, key_padding_mask=None):
+        scores = torch.tanh(torch.nn.functional.linear(query, W_q)[:, None, :] +
+                            torch.nn.functional.linear(keys, W_k)) @ v
+        weights = weights_of(scores, key_padding_mask)
+        return context_of(weights, keys), weights
+    return additive_attention
+
+
+def _masked_softmax(scores, mask, dim=-1):
+    return torch.softmax(scores if mask is None else scores.masked_fill(~mask, float("-inf")), dim=dim)
+
+
+def test_the_additive_context_is_judged_against_the_reference_unless_the_weights_are_wrong():
+    seq2seq_additive.check_additive_context(_additive(lambda scores, mask: scores))  # weights cell's mistake only
+    with pytest.raises(CheckFailed, match="the weights of some sentence are all 0"):
+        seq2seq_additive.check_additive_context(_additive(lambda scores, mask: torch.zeros_like(scores)))
+    with pytest.raises(CheckFailed, match=r"context has shape \(\d, \d\) = \(B, S\): the sum runs over the features"):
+        seq2seq_additive.check_additive_context(_additive(_masked_softmax, lambda w, keys: (w[:, :, None] * keys).sum(-1)))
+
+
+def test_padding_in_every_sentence_leaves_the_softmax_axis_to_the_weights_cell():
+    """Over the batch axis a column of padding is NaN: the padding cell still accepts it."""
+    seq2seq_additive.check_additive_padding(_additive(lambda scores, mask: _masked_softmax(scores, mask, dim=0)))
+
+
+def test_the_checks_reach_a_one_token_source_and_padding_in_every_sentence():
+    seen = []
+
+    def spy(query, keys, W_q, W_k, v, key_padding_mask=None):
+        seen.append((keys.shape[1], None if key_padding_mask is None else bool((~key_padding_mask).any(1).all())))
+        return seq2seq_references.reference_additive_attention(query, keys, W_q, W_k, v, key_padding_mask)
+
+    for check in (seq2seq_additive.check_additive_weights, seq2seq_additive.check_additive_context):
+        seen.clear()
+        check(spy)
+        assert any(length == 1 for length, _ in seen), check.__name__
+    seen.clear()
+    seq2seq_additive.check_additive_padding(spy)
+    assert any(every for _, every in seen)
+    sources = []
+
+    def cross(x, memory, p, num_heads, memory_key_padding_mask=None):
+        sources.append(memory.shape[1])
+        return seq2seq_references.reference_cross_attention(x, memory, p, num_heads, memory_key_padding_mask)
+
+    seq2seq_decoder.check_cross_attention(cross)
+    assert 1 in sources
 
 
 # --- the notebooks ----------------------------------------------------------------------------

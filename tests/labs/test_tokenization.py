@@ -1,14 +1,17 @@
 """Lab 02 (tokenization): what only its checks need; what every lab shares is in ``test_structure.py``.
 
 The lab's references agree with ``course_lib.tokenization`` (and so with HF ``tokenizers``), the
-checks draw corpora with runs, ties and two-byte letters, wrong return types and a lost last token
-are named, and the visible examples cannot show another cell's mistake. The known mistakes
+checks draw corpora with runs, ties and two-byte letters and reach their edge cases, any mapping is a
+dict, wrong return types, a lost last token and both ways of counting without overlaps are named,
+and the visible tests of train and encode run with the course's helpers, so they cannot show another
+cell's mistake. The known mistakes
 (``tests/fixtures/labs/tokenization/``), the reference solution and the notebooks:
 ``test_structure.py``; nbgrader: ``tests/grader/``.
 """
 from __future__ import annotations
 
 import re
+from collections import Counter, OrderedDict, defaultdict
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -17,6 +20,8 @@ from course_lib.lab_checks import tokenization as tokenization_checks
 from course_lib.lab_checks.tokenization import checks as tokenization_part, references as tokenization_references
 from course_lib.lab_checks.toolkit import CheckFailed, trials
 from course_lib.tokenization import ByteLevelBPE, merge_pair, train_bpe_naive
+from tests.labs.support import kernel, visible_failures
+from tests.labtools import lab_files
 
 # --- the references are the library's rules ------------------------------------------------------
 
@@ -60,8 +65,9 @@ def test_checks_are_reproducible_and_exercise_runs_ties_and_two_byte_letters():
     first = list(seen)
     seen.clear()
     tokenization_part.check_train(spy)
-    assert first == seen and len(first) == tokenization_part.TRIALS
-    assert len({text for text, _ in first}) == len(first) and len({n for _, n in first}) > 1
+    assert first == seen and len(first) == tokenization_part.TRIALS + len(tokenization_part.TRAIN_EDGES)
+    drawn = first[:tokenization_part.TRIALS]  # then the edge cases
+    assert len({text for text, _ in drawn}) == len(drawn) and len({n for _, n in drawn}) > 1
     corpora = [tokenization_references.random_corpus(trial) for trial in trials(30, seed=0)]
     assert any("ĉ" in text for text in corpora) and any(re.search(r"(.)\1\1", text) for text in corpora)
     tokenization_part.check_train_ties(spy)
@@ -96,10 +102,53 @@ def test_library_tokenizer_agrees_on_the_visible_encode_example():
     assert tokenization_references.reference_encode("abc", [(98, 99), (97, 98)]) == [97, 256]
 
 
+@pytest.mark.parametrize("kind", [dict, Counter, OrderedDict, lambda counts: defaultdict(int, counts)],
+                         ids=["dict", "Counter", "OrderedDict", "defaultdict"])
+def test_get_stats_may_return_any_mapping(kind):
+    tokenization_part.check_get_stats(lambda ids: kind(Counter(zip(ids, ids[1:]))))
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["jumping past a run", "non-overlapping counts"])
+def test_both_ways_of_counting_without_overlaps_are_named(which):
+    with pytest.raises(CheckFailed, match="get_stats skips overlapping pairs"):
+        tokenization_part.check_get_stats(lambda ids: tokenization_references.stats_without_overlaps(ids)[which])
+
+
+def test_a_get_stats_that_misses_the_first_pair_gets_the_general_message():
+    with pytest.raises(CheckFailed, match=r"^get_stats returned got") as failure:
+        tokenization_part.check_get_stats(lambda ids: dict(Counter(zip(ids[1:], ids[2:]))))
+    assert "range(len(ids) - 1)" in failure.value.hint
+
+
+def test_the_checks_reach_the_edge_cases():
+    """Empty and one-id inputs, runs, the last pair, merges at the end, a text merged into one token."""
+    seen = {name: [] for name in ("get_stats", "merge", "train", "encode")}
+
+    def spy(name, reference):
+        return lambda *args: seen[name].append(args) or reference(*args)
+
+    references = tokenization_checks.REFERENCES
+    for criterion in tokenization_checks.RUBRIC:
+        name = criterion.functions[0]
+        criterion.check(spy(name, references[name]))
+    assert {(): 0, (5,): 0}.keys() <= {tuple(ids) for (ids,) in seen["get_stats"]}
+    assert ([3, 1, 2], (1, 2), 256) in seen["merge"] and ([1, 2], (1, 2), 256) in seen["merge"]
+    assert {("", 3), ("a", 2), ("aaaa", 3), ("abc", 0)} <= set(seen["train"])
+    assert any(references["encode"](text, merges) == [257] for text, merges in seen["encode"])  # all one token
+
+
 # --- the notebooks ----------------------------------------------------------------------------
 
-def test_visible_tests_of_train_and_encode_do_not_depend_on_the_helpers_mistakes():
-    """Their examples hold no run of one symbol, so the overlap mistakes of get_stats/merge cannot show."""
-    for text in ["hug hugs pug hug", "xyab xyab", "abcab"]:
-        assert not re.search(r"(.)\1", text)
+def test_visible_tests_of_train_and_encode_do_not_depend_on_the_students_helpers():
+    """They run train and encode with the course's get_stats and merge (the set-up's course_helpers):
+    with helpers that raise, they still pass; afterwards the student's helpers are back."""
+    files = lab_files("tokenization")
+    namespace = kernel(files, examples=True)
+
+    def broken(*args):
+        raise RuntimeError("the student's helper")
+
+    namespace.update(get_stats=broken, merge=broken)
+    assert visible_failures(files, namespace) == {"test_get_stats", "test_merge"}
+    assert namespace["get_stats"] is broken and namespace["merge"] is broken
     assert tokenization_references.tie_free_steps("hug hugs pug hug") >= 3  # the training example has no ties

@@ -7,6 +7,8 @@ How each lab uses them: ``test_structure.py`` and ``test_<topic>.py``.
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -15,6 +17,7 @@ from course_lib.lab_checks.toolkit import (
     CheckFailed, call_for_tensor, call_student, clone_nested, close_to_any, diagnose, expect_close, expect_results,
     expect_tensor, trials,
 )
+from course_lib.lab_checks.inputs import reference_signatures
 from course_lib.runtime import get_device
 
 # --- comparing -----------------------------------------------------------------------------------
@@ -52,6 +55,16 @@ def test_expect_tensor_checks_shape_and_dtype():
     assert expect_tensor(value, name="weights", shape=(2,), dtype=torch.float32) is value
 
 
+def test_expect_tensor_takes_any_integer_dtype_for_an_integer_one_and_any_layout():
+    indices = torch.tensor([[1, 2], [3, 4]], dtype=torch.int32).t()  # int32 and not contiguous
+    assert expect_tensor(indices, name="indices", shape=(2, 2), dtype=torch.long) is indices
+    for wrong in (torch.float32, torch.bool):
+        with pytest.raises(CheckFailed, match=f"indices has dtype {wrong}, expected torch.int64"):
+            expect_tensor(indices.to(wrong), name="indices", dtype=torch.long)
+    with pytest.raises(CheckFailed, match="has dtype torch.int64, expected torch.bool"):
+        expect_tensor(torch.ones(2, dtype=torch.long), name="mask", dtype=torch.bool)
+
+
 def test_expect_results_names_the_results_the_lab_asks_for():
     pair = r"^f should return a pair \(output, weights\), got NoneType \(on q\)"
     with pytest.raises(CheckFailed, match=pair) as failure:
@@ -71,23 +84,79 @@ def test_close_to_any():
 
 # --- calling student code ------------------------------------------------------------------------
 
-def test_call_student_gives_the_student_copies_of_nested_inputs():
+def test_call_student_gives_the_student_copies_and_keeps_the_originals():
     params = {"attention": {"weight": torch.ones(2)}, "cache": [(torch.ones(1), torch.ones(1))]}
     x = torch.ones(3)
+    seen = []
 
-    def spends_its_inputs(x, params, *, scale):
-        x.zero_()
-        params["attention"]["weight"].zero_()
-        for k, v in params["cache"]:
-            k.zero_()
-            v.zero_()
-        scale.zero_()
-        return "done"
+    def reads_its_inputs(x, params, *, scale):
+        seen.extend([x, params["attention"]["weight"], params["cache"][0][0], scale])
+        return x + scale
 
     scale = torch.ones(1)
-    assert call_student(spends_its_inputs, x, params, scale=scale) == "done"
-    assert x.sum() == 3 and params["attention"]["weight"].sum() == 2 and scale.item() == 1
-    assert all(k.item() == v.item() == 1 for k, v in params["cache"])
+    assert torch.equal(call_student(reads_its_inputs, x, params, scale=scale), torch.full((3,), 2.0))
+    originals = [x, params["attention"]["weight"], params["cache"][0][0], scale]
+    assert all(copy is not original and torch.equal(copy, original) for copy, original in zip(seen, originals))
+
+
+def _spends(where):
+    """A student function that zeroes one of its inputs in place (``where`` picks which), and returns 'done'."""
+    def spends_its_inputs(x, params, *, scale):
+        target = {"x": x, "weight": params["attention"]["weight"], "cache": params["cache"][0][1], "scale": scale}
+        target[where].zero_()
+        return "done"
+    return spends_its_inputs
+
+
+@pytest.mark.parametrize(("where", "named"), [
+    ("x", "x (shape (3,))"),
+    ("weight", "params['attention']['weight'] (shape (2,))"),
+    ("cache", "params['cache'][0][1] (shape (1,))"),
+    ("scale", "scale (shape (1,))"),
+])
+def test_call_student_fails_a_function_that_modifies_an_input_in_place_and_names_it(where, named):
+    params = {"attention": {"weight": torch.ones(2)}, "cache": [(torch.ones(1), torch.ones(1))]}
+    x, scale = torch.ones(3), torch.ones(1)
+    with pytest.raises(CheckFailed, match=rf"^f modified its input {re.escape(named)} in place") as failure:
+        call_student(_spends(where), x, params, scale=scale, name="f")
+    assert "x = x.clone()" in failure.value.hint and "work on a copy" in failure.value.hint
+    assert x.sum() == 3 and params["attention"]["weight"].sum() == 2 and scale.item() == 1  # the check's own: intact
+
+
+@pytest.mark.parametrize("student", [
+    lambda q: q.div_(2),  # an in-place method
+    lambda q: q.__setitem__((0, 0), 5.0),  # item assignment
+    lambda q: q.masked_fill_(q > 0, float("-inf")),
+    lambda q: q.unsqueeze_(0),  # the values stay, the shape changes
+])
+def test_every_kind_of_in_place_change_is_seen(student):
+    with pytest.raises(CheckFailed, match="modified its input q"):
+        call_student(student, torch.arange(1.0, 7.0).view(2, 3), name="f")
+
+
+def test_unchanged_inputs_pass_also_with_nan_and_results_that_are_views_of_the_inputs():
+    q = torch.tensor([[float("nan"), 1.0], [float("-inf"), 2.0]])
+    assert call_student(lambda q: q.transpose(0, 1), q).shape == (2, 2)  # returns a view: fine
+    assert call_student(lambda q, mask: q.masked_fill(~mask, 0.0), q, torch.eye(2, dtype=torch.bool)) is not None
+
+
+def test_stand_ins_without_parameter_names_borrow_the_references_names_while_a_cell_is_graded():
+    def stand_in(*args, **kwargs):  # like the sandbox's: the student's function behind *args
+        args[1].zero_()
+
+    def reference(q, k, v, mask=None):
+        return q
+
+    with pytest.raises(CheckFailed, match=r"modified its input argument 2 \(shape"):
+        call_student(stand_in, torch.ones(1), torch.ones(1), name="attention")
+    with reference_signatures({"attention": reference}):
+        with pytest.raises(CheckFailed, match=r"modified its input k \(shape"):
+            call_student(stand_in, torch.ones(1), torch.ones(1), name="attention")
+    rubric = Rubric(references={"attention": reference},
+                    criteria=[Criterion("test_a", 1, lambda f: call_student(f, torch.ones(1), torch.ones(1),
+                                                                            name="attention"), ("attention",), "a")])
+    with pytest.raises(CheckFailed, match=r"modified its input k \(shape"):
+        rubric.run("test_a", stand_in)
 
 
 def test_clone_nested_keeps_the_containers_types_and_shares_the_rest():

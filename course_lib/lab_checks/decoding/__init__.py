@@ -2,9 +2,11 @@
 
 ``RUBRIC`` lists the graded cells of ``labs/source/05_decoding/decoding.ipynb`` with their points and
 checks, ``REFERENCES`` the course's version of every function the lab asks for. The checks live in
-two parts: :mod:`.sampling` (``top_k_filter``, ``top_p_filter``, ``filtered_distribution``)
-and :mod:`.beam_search` (``beam_search_step``, ``finished_score``); each part's docstring
-says how its classic mistakes cost only their own cell.
+parts: :mod:`.sampling` (``top_k_filter``, ``filtered_distribution``), :mod:`.top_p` (``top_p_filter``, its
+boundary at exactly p), both reading filters through :mod:`.filter_results`; :mod:`.beam_search`
+(``beam_search_step``) on the steps of :mod:`.beam_steps` and the whole search of :mod:`.beam_loop`;
+:mod:`.finished_score` (``finished_score``). Each part's docstring says how its classic mistakes cost
+only their own cell.
 
 Trials are seeded (:func:`~course_lib.lab_checks.toolkit.trials`) and run on :func:`course_lib.get_device`.
 Not covered: EOS handling and the finished list (``course_lib.decoding.beam_search``), sampling itself.
@@ -12,14 +14,14 @@ Not covered: EOS handling and the finished list (``course_lib.decoding.beam_sear
 from __future__ import annotations
 
 from ..rubric import Criterion, Rubric
-from .beam_search import (
-    check_beam_cache, check_beam_rows, check_beam_scores, check_finished_score, reference_beam_step,
-    reference_finished_score,
-)
+from .beam_search import check_beam_cache, check_beam_rows, check_beam_scores
+from .beam_steps import reference_beam_step
+from .finished_score import check_finished_score, reference_finished_score
 from .sampling import (
-    check_distribution_filters, check_distribution_sums_to_one, check_top_k, check_top_k_ties, check_top_p,
-    reference_distribution, top_k_filter, top_p_filter,
+    check_distribution_filters, check_distribution_sums_to_one, check_top_k, check_top_k_ties, reference_distribution,
+    top_k_filter, top_p_filter,
 )
+from .top_p import check_top_p
 
 __all__ = ["REFERENCES", "RUBRIC"]
 

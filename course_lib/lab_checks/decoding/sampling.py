@@ -1,15 +1,17 @@
-"""The decoding lab's sampling checks: the top-k and top-p filters and the filtered sampling distribution.
+"""The decoding lab's sampling checks: the top-k filter and the filtered sampling distribution.
 
 The references are the library's :func:`course_lib.decoding.processors.top_k_filter` and
 :func:`~course_lib.decoding.processors.top_p_filter` (which equal HF's warpers) and, for
 ``filtered_distribution``, :func:`reference_distribution`: the order of :func:`course_lib.decoding.sample`
-(temperature, top-k, top-p, softmax).
+(temperature, top-k, top-p, softmax). The top-p check is :mod:`.top_p`; calling a filter and reading what it
+kept (a removed score is -inf or any number <= -1e9), :mod:`.filter_results`.
 
 Each classic mistake costs only its own cell:
 
 * :func:`check_top_k` has no ties, :func:`check_top_k_ties` only ties at the k-th score, where
   thresholds at the k-th and the (k+1)-th score agree: keeping k+1 tokens loses the first, keeping
-  exactly k tokens of a tie the second;
+  exactly k tokens of a tie the second. Both end with edge cases (k = 1, k >= V) and name a top-k
+  over the rows (``dim=0``) instead of the vocabulary;
 * ``filtered_distribution`` is checked with the reference filters in its namespace
   (:meth:`~course_lib.lab_checks.rubric.Rubric.run`), so a wrong filter costs only its own cell;
   :func:`check_distribution_sums_to_one` checks the sums only, :func:`check_distribution_filters` the
@@ -25,10 +27,11 @@ from collections.abc import Callable
 import torch
 
 from ...decoding.processors import top_k_filter, top_p_filter
-from ..toolkit import CheckFailed, Trial, call_student, diagnose, expect_close, expect_tensor, fail, is_close, trials
+from ..toolkit import Trial, call_student, diagnose, expect_close, expect_tensor, fail, is_close, trials
+from .filter_results import call_filter, difference
 
 __all__ = [
-    "check_top_k", "check_top_k_ties", "check_top_p", "check_distribution_sums_to_one", "check_distribution_filters",
+    "check_top_k", "check_top_k_ties", "check_distribution_sums_to_one", "check_distribution_filters",
     "reference_distribution", "top_k_filter", "top_p_filter",
 ]
 
@@ -51,67 +54,47 @@ def reference_distribution(logits, temperature=1.0, top_k=None, top_p=None, *, o
     return scores.softmax(dim=-1)
 
 
-# --- helpers ---------------------------------------------------------------------------------------
-
-def _kept(result, logits, name: str, context: str) -> torch.Tensor:
-    """Boolean mask of the tokens ``result`` keeps; fail unless removed scores are -inf and kept ones unchanged."""
-    expect_tensor(result, name=name, shape=tuple(logits.shape), context=context)
-    result = result.detach().to(logits.device).float()
-    if torch.isnan(result).any():
-        fail(f"{name} contains NaN (on {context})", "removed tokens get -inf; no division or softmax is needed here.")
-    if (result == float("inf")).any():
-        fail(f"{name} contains +inf (on {context})", "a removed token's score is -inf (float('-inf')), not +inf.")
-    kept = torch.isfinite(result)
-    if is_close(result[kept], logits[kept]):
-        return kept
-    changed = ~torch.isclose(result, logits, atol=1e-5, rtol=1e-4)
-    if bool((result[changed] == 0).all()):
-        fail(f"{name} sets removed tokens to 0 instead of -inf (on {context})",
-             "0 is an ordinary score (probability ∝ e⁰ = 1); only -inf gives a token probability 0 after softmax: "
-             "logits.masked_fill(remove, float('-inf')).")
-    if is_close(result.exp().sum(-1), torch.ones(len(result), device=result.device)) or \
-            is_close(result.sum(-1), torch.ones(len(result), device=result.device)):
-        fail(f"{name} returns probabilities, not scores (on {context})",
-             "return the logits themselves, with -inf at the removed tokens: the softmax comes later.")
-    fail(f"{name} changes the scores of the tokens it keeps (on {context})",
-         "return a copy of the logits with -inf at the removed tokens and every other score unchanged.")
-
-
-def _difference(kept: torch.Tensor, expected: torch.Tensor) -> str:
-    """``'row 1 keeps tokens [0, 3], expected [0, 3, 4]'`` for the first row where the masks differ."""
-    row = int((kept != expected).any(-1).nonzero()[0, 0])
-    return (f"row {row} keeps tokens {kept[row].nonzero()[:, 0].tolist()}, "
-            f"expected {expected[row].nonzero()[:, 0].tolist()}")
-
-
-def _call_filter(function, logits, value, name: str, context: str) -> torch.Tensor:
-    try:
-        result = call_student(function, logits, value, name=name)
-    except CheckFailed as error:
-        if error.hint is None and value >= logits.shape[-1]:  # e.g. torch.topk with k > V
-            fail(f"{error.problem} (on {context})", "k may exceed the vocabulary size V: then every token stays "
-                 "(clamp it: k = min(k, logits.shape[-1])).")
-        raise
-    return _kept(result, logits, f"{name}(logits, {value})", context)
-
-
 # --- top-k ------------------------------------------------------------------------------------------
+
+AXIS_HINT = ("k counts the tokens of a row: torch.topk(logits, k, dim=-1) over the last (vocabulary) axis "
+             "gives each row's k-th largest score; dim=0 compares the rows with each other.")
+
+
+def _top_k_over_rows(logits: torch.Tensor, k: int) -> torch.Tensor | None:
+    """What a top-k over dim=0 keeps (the k largest of each column), or None where that would raise (k > N)."""
+    return torch.isfinite(top_k_filter(logits.T, k).T) if k <= logits.shape[0] else None
+
+
+def _top_k_edge_cases(device: torch.device) -> list[tuple[torch.Tensor, int]]:
+    """k = 1 (greedy) on several rows, and k = V - 1, on fixed logits without ties."""
+    generator = torch.Generator().manual_seed(1150)
+    logits = torch.randn(3, 9, generator=generator) * 2
+    return [(logits.to(device), 1), (logits[:2].to(device), 8)]
+
 
 def check_top_k(top_k: Callable) -> None:
     """``top_k_filter(logits, k)`` keeps the k largest scores of each row (no ties here), -inf elsewhere."""
+    cases = []
     for trial in trials(TRIALS, seed=1100):
         rows, vocab = trial.randint(1, 4), trial.randint(5, 30)
         logits = trial.randn(rows, vocab) * 2
         k = trial.randint(2, vocab - 1) if trial.index < TRIALS - 2 else (vocab, vocab + 3)[trial.index % 2]
+        cases.append((logits, k))
+    for logits, k in cases + _top_k_edge_cases(cases[0][0].device):
+        vocab = logits.shape[-1]
         context = f"logits {tuple(logits.shape)}, k={k}"
-        kept = _call_filter(top_k, logits, k, "top_k_filter", context)
+        kept = call_filter(top_k, logits, k, "top_k_filter", context)
         expected = torch.isfinite(top_k_filter(logits, k))
         if torch.equal(kept, expected):
             continue
         counts = kept.sum(-1)
         if k >= vocab:
-            fail(f"with k={k} ≥ V={vocab} every token must be kept: {_difference(kept, expected)} (on {context})",
+            fail(f"with k={k} ≥ V={vocab} every token must be kept: {difference(kept, expected)} (on {context})",
                  "when k is at least the vocabulary size there is nothing to remove: clamp k to logits.shape[-1].")
+        over_rows = _top_k_over_rows(logits, k)
+        if over_rows is not None and torch.equal(kept, over_rows):
+            fail(f"top_k_filter keeps the k largest scores of each column, over the rows (dim=0), instead of "
+                 f"each row's (on {context})", AXIS_HINT)
         if bool((counts == k + 1).all()):
             fail(f"top_k_filter keeps k+1 tokens per row instead of k (on {context})",
                  "off by one: the k-th largest score is torch.topk(logits, k).values[..., -1] "
@@ -122,7 +105,7 @@ def check_top_k(top_k: Callable) -> None:
         if torch.equal(kept, torch.isfinite(top_k_filter(-logits, k))):
             fail(f"top_k_filter keeps the k smallest scores instead of the k largest (on {context})",
                  "torch.topk returns the largest values by default; keep those.")
-        fail(f"top_k_filter: {_difference(kept, expected)} (on {context})",
+        fail(f"top_k_filter: {difference(kept, expected)} (on {context})",
              "each row (one sequence) is filtered on its own, over the last axis: keep the k highest scores of the row.")
 
 
@@ -143,65 +126,20 @@ def check_top_k_ties(top_k: Callable) -> None:
     for trial in trials(TRIALS // 2, seed=1200):
         logits, k = _tied_logits(trial)
         context = f"logits {logits.cpu().tolist()}, k={k}"
-        kept = _call_filter(top_k, logits, k, "top_k_filter", context)
+        kept = call_filter(top_k, logits, k, "top_k_filter", context)
         expected = torch.isfinite(top_k_filter(logits, k))
         if torch.equal(kept, expected):
             continue
+        over_rows = _top_k_over_rows(logits, k)
+        if over_rows is not None and torch.equal(kept, over_rows):
+            fail(f"top_k_filter keeps the k largest scores of each column, over the rows (dim=0), instead of "
+                 f"each row's (on {context})", AXIS_HINT)
         hint = ("keep every score >= the k-th largest (a threshold), not the k positions torch.topk returns: "
                 "tokens tied with the k-th are all kept, as HF's TopKLogitsWarper does.")
         if bool((kept.sum(-1) == k).all()):
             fail(f"top_k_filter keeps exactly k tokens although several tie with the k-th largest score: "
-                 f"{_difference(kept, expected)} (on {context})", hint)
-        fail(f"top_k_filter: {_difference(kept, expected)} (on {context})", hint)
-
-
-# --- top-p ------------------------------------------------------------------------------------------
-
-def _nucleus_p(trial: Trial, probs: torch.Tensor) -> float:
-    """A p at least 1e-3 away from every cumulative probability of every row (no rounding at the boundary)."""
-    ranked_cumsum = probs.sort(dim=-1, descending=True).values.cumsum(-1).flatten().cpu()
-    for _ in range(1000):
-        p = 0.05 + 0.9 * float(torch.rand((), generator=trial.generator))
-        if bool(((ranked_cumsum - p).abs() > 1e-3).all()):
-            return round(p, 4)
-    raise RuntimeError("could not draw p")  # unreachable for these sizes
-
-
-def check_top_p(top_p: Callable) -> None:
-    """``top_p_filter(logits, p)`` keeps the smallest set of most likely tokens whose probability reaches p."""
-    for trial in trials(TRIALS, seed=1300):
-        rows, vocab = trial.randint(1, 4), trial.randint(4, 30)
-        logits = trial.randn(rows, vocab) * (1 + trial.index % 3)
-        probs = logits.softmax(-1)
-        if trial.index == TRIALS - 1:  # p below every row's largest probability: only the top token stays
-            p = round(float(probs.max(-1).values.min()) / 2, 4)
-        else:
-            p = _nucleus_p(trial, probs)
-        context = f"logits {tuple(logits.shape)}, p={p}"
-        kept = _call_filter(top_p, logits, p, "top_p_filter", context)
-        expected = torch.isfinite(top_p_filter(logits, p))
-        if torch.equal(kept, expected):
-            continue
-        # The least likely token the reference keeps is the one that carries the total to p.
-        crossing = probs.masked_fill(~expected, 2.0).argmin(-1)  # (N,)
-        without_crossing = expected.scatter(-1, crossing[:, None], False)
-        if torch.equal(kept, without_crossing):
-            fail(f"top_p_filter dropped the token that crosses p: {_difference(kept, expected)} (on {context})",
-                 "the kept set must reach p, so the token that carries the running total to p or beyond stays: "
-                 "keep a token when the probability of the tokens *more* likely than it is below p "
-                 "(cumulative sum minus the token's own probability < p). The most likely token always stays.")
-        if not bool(kept.any(-1).all()):
-            fail(f"top_p_filter removes every token of a row (on {context})",
-                 "the most likely token must always stay, even when its probability alone exceeds p.")
-        if torch.equal(kept, torch.isfinite(top_p_filter(-logits, p))):
-            fail(f"top_p_filter keeps the least likely tokens (on {context})",
-                 "sort the probabilities in descending order (most likely first) before the cumulative sum.")
-        if bool((kept.sum(-1) == expected.sum(-1) + 1).all()) and bool((kept | expected).eq(kept).all()):
-            fail(f"top_p_filter keeps one token too many per row: {_difference(kept, expected)} (on {context})",
-                 "stop at the token whose probability carries the total to p: the next one is no longer needed.")
-        fail(f"top_p_filter: {_difference(kept, expected)} (on {context})",
-             "turn each row's scores into probabilities with softmax, sort them from most to least likely, and "
-             "keep tokens while the probability of the tokens before them is below p.")
+                 f"{difference(kept, expected)} (on {context})", hint)
+        fail(f"top_k_filter: {difference(kept, expected)} (on {context})", hint)
 
 
 # --- the sampling distribution ----------------------------------------------------------------------

@@ -6,11 +6,17 @@ and ``sort_by_bucket(buckets (T,)) -> (order, undo)`` are compared with
 ``look_back`` with the reshape and :func:`course_lib.reformer.look_adjacent` (one chunk before,
 wrapping around). The references in the lab's signatures are here too (``reference_*``).
 
+After random trials each check has edge cases: two hash rounds of 2 buckets (one rotation column) and of 8;
+one bucket for every position (a stable sort keeps them in order) and a single position; one chunk of the whole
+sequence and chunks of one position; a single chunk, its own predecessor.
+
 Each classic mistake costs only its cell: an argmax over ``xR`` alone (no ``-xR``) only reaches half
 the buckets and :func:`check_hash` says so; an unstable sort (``torch.argsort``) shuffles positions
 inside a bucket and :func:`check_sort` says so, while :func:`check_undo` judges ``undo`` against the
-student's *own* order; a look-back that attaches the next chunk, or puts the chunks the other way
-round, is named by :func:`check_look_back`.
+student's *own* order where that order sorts the buckets (else the library's, so an ``(arange, arange)``
+answer fails); interleaved chunks (``reshape(c, T // c)`` transposed) and a missing ``ValueError`` are
+named by :func:`check_chunk`; a look-back that attaches the next chunk, or puts the chunks the other way
+round, by :func:`check_look_back`.
 
 Not covered: the attention inside the chunks (the chapter's business), several heads, the rubric
 (:mod:`.reformer`).
@@ -22,6 +28,7 @@ from collections.abc import Callable
 import torch
 
 from ...reformer import hash_vectors as library_hash_vectors, look_adjacent, sort_by_bucket as library_sort_by_bucket
+from ...runtime import get_device
 from ..toolkit import (
     Trial, call_for_tensor, call_student, diagnose, expect_close, expect_results, expect_tensor, fail, is_close, trials,
 )
@@ -66,12 +73,23 @@ def _reference_rotated(x, rotations):
 
 # --- the checks ------------------------------------------------------------------------------
 
-def check_hash(hash_vectors: Callable) -> None:
-    """``hash_vectors(x, rotations, n_buckets)``: argmax over ``[xR, -xR]``, one row per hash round."""
+def _hash_cases():
+    """``(x, rotations, n_buckets)``: TRIALS random ones, then two hash rounds of 2 buckets (one rotation
+    column each) and two rounds of 8 buckets on the same vectors."""
     for trial in trials(TRIALS, seed=100):
         seq_len, dim, rounds = trial.randint(4, 40), (4, 8, 16)[trial.randint(0, 2)], trial.randint(1, 3)
         n_buckets = BUCKET_COUNTS[trial.randint(0, len(BUCKET_COUNTS) - 1)]
-        x, rotations = trial.randn(seq_len, dim), trial.randn(dim, rounds, n_buckets // 2)
+        yield trial.randn(seq_len, dim), trial.randn(dim, rounds, n_buckets // 2), n_buckets
+    for trial in trials(1, seed=150):
+        x = trial.randn(24, 8)
+        yield x, trial.randn(8, 2, 1), 2
+        yield x, trial.randn(8, 2, 4), 8
+
+
+def check_hash(hash_vectors: Callable) -> None:
+    """``hash_vectors(x, rotations, n_buckets)``: argmax over ``[xR, -xR]``, one row per hash round."""
+    for x, rotations, n_buckets in _hash_cases():
+        seq_len, rounds = x.shape[0], rotations.shape[1]
         context = f"x {tuple(x.shape)}, rotations {tuple(rotations.shape)}, n_buckets={n_buckets}"
         got = call_for_tensor(hash_vectors, x, rotations, n_buckets, name="hash_vectors", label="hash_vectors' result",
                               shape=(rounds, seq_len), context=context)
@@ -106,9 +124,11 @@ def _random_buckets(trial: Trial) -> torch.Tensor:
 
 
 def sort_cases() -> list[torch.Tensor]:
-    """The bucket lists :func:`check_sort` and :func:`check_undo` sort: a small one, then random long ones."""
+    """The bucket lists :func:`check_sort` and :func:`check_undo` sort: a small one, random long ones, then one
+    bucket for every position (a stable sort leaves the order as it is) and a single position."""
     device = next(trials(1)).device
-    return [torch.tensor([1, 0, 1, 0], device=device)] + [_random_buckets(t) for t in trials(TRIALS, seed=200)]
+    return ([torch.tensor([1, 0, 1, 0], device=device)] + [_random_buckets(t) for t in trials(TRIALS, seed=200)]
+            + [torch.full((40,), 3, device=device), torch.tensor([5], device=device)])
 
 
 def _call_sort(sort_by_bucket, buckets, context):
@@ -122,7 +142,7 @@ def _call_sort(sort_by_bucket, buckets, context):
 def check_sort(sort_by_bucket: Callable) -> None:
     """``order`` lists the positions sorted by bucket, and by position inside a bucket (a stable sort)."""
     for buckets in sort_cases():
-        context = f"buckets {tuple(buckets.shape)} with {int(buckets.max()) + 1} distinct ids"
+        context = f"buckets {tuple(buckets.shape)} with {len(torch.unique(buckets))} distinct ids"
         order, _ = _call_sort(sort_by_bucket, buckets, context)
         expected, _ = reference_sort(buckets)
         if torch.equal(order, expected):
@@ -142,13 +162,15 @@ def check_sort(sort_by_bucket: Callable) -> None:
 
 
 def check_undo(sort_by_bucket: Callable) -> None:
-    """``undo`` puts sorted things back: ``sorted[undo] == original``, i.e. ``order[undo] == arange(T)``."""
+    """``undo`` puts sorted things back: ``sorted[undo] == original``, i.e. ``order[undo] == arange(T)``, for the
+    student's own order where it sorts the buckets (an unstable sort costs only test_sort), else for the
+    library's: an ``(arange, arange)`` answer, which sorts nothing, fails."""
     for buckets in sort_cases():
         context = f"buckets {tuple(buckets.shape)}"
         order, undo = _call_sort(sort_by_bucket, buckets, context)
         positions = torch.arange(len(buckets), device=buckets.device)
-        if not torch.equal(order.sort().values, positions):
-            order, _ = reference_sort(buckets)  # their order is graded elsewhere: judge undo against ours
+        if not (torch.equal(order.sort().values, positions) and bool((buckets[order][1:] >= buckets[order][:-1]).all())):
+            order, _ = reference_sort(buckets)  # no sort of these buckets (graded by test_sort): judge undo by ours
         if torch.equal(undo.sort().values, positions) and torch.equal(order[undo], positions):
             continue
         if torch.equal(undo, order):
@@ -159,37 +181,78 @@ def check_undo(sort_by_bucket: Callable) -> None:
              "undo[order[k]] = k: scatter the positions 0..T-1 to the places order names (or torch.argsort(order)).")
 
 
-def check_chunk(chunk: Callable) -> None:
-    """``chunk(x, c)``: ``(T, ...) -> (T/c, c, ...)`` in order; a ``ValueError`` when ``c`` does not divide ``T``."""
+def _chunk_cases():
+    """``(x, chunk_len)``: TRIALS random ones (one to six chunks), then one chunk of the whole sequence and
+    chunks of one position."""
     for trial in trials(TRIALS, seed=300):
         num_chunks, length = trial.randint(1, 6), trial.randint(1, 5)
-        shape = (num_chunks * length,) + ((trial.randint(1, 4),) if trial.index % 2 else ())
-        x = trial.randn(*shape)
+        yield trial.randn(*(num_chunks * length,) + ((trial.randint(1, 4),) if trial.index % 2 else ())), length
+    for trial in trials(1, seed=350):
+        yield trial.randn(6, 2), 6
+        yield trial.randn(5, 3), 1
+
+
+def _outcome(chunk: Callable) -> Callable:
+    """``chunk`` returning ``(None, its result)``, ``("ValueError", None)`` for a ValueError (or a subclass) or
+    ``(the exception's type name, None)`` instead of raising, so that ``call_student`` can call it where an
+    exception is the expected answer."""
+    def outcome(x, chunk_len):
+        try:
+            return None, chunk(x, chunk_len)
+        except ValueError:
+            return "ValueError", None
+        except Exception as error:  # noqa: BLE001 (which exception it is, is the answer graded)
+            return type(error).__name__, None
+
+    outcome.__name__ = getattr(chunk, "__name__", "chunk")
+    return outcome
+
+
+def check_chunk(chunk: Callable) -> None:
+    """``chunk(x, c)``: ``(T, ...) -> (T/c, c, ...)`` in order; a ``ValueError`` when ``c`` does not divide ``T``."""
+    for x, length in _chunk_cases():
+        num_chunks, rest = x.shape[0] // length, tuple(x.shape[1:])
         context = f"x {tuple(x.shape)}, chunk_len={length}"
-        got = call_for_tensor(chunk, x, length, name="chunk", shape=(num_chunks, length, *shape[1:]), context=context)
-        expect_close(got, x.reshape(num_chunks, length, *shape[1:]), name="chunk's result", context=context,
+        got = call_for_tensor(chunk, x, length, name="chunk", shape=(num_chunks, length, *rest), context=context)
+        expected = x.reshape(num_chunks, length, *rest)
+        if is_close(got, expected):
+            continue
+        diagnose(got, [
+            (x.reshape(length, num_chunks, *rest).transpose(0, 1),
+             f"chunk n holds every {num_chunks}-th position (n, n + {num_chunks}, ...) instead of {length} "
+             f"consecutive ones ({context})",
+             "reshape(c, T // c) then transposing interleaves the sequence; the first axis counts chunks and the "
+             "second the positions inside one: x.reshape(T // c, c, *x.shape[1:])."),
+        ])
+        expect_close(got, expected, name="chunk's result", context=context,
                      hint="chunk n holds positions n*c ... n*c + c - 1: x.reshape(T // c, c, *x.shape[1:]).")
     for seq_len, length in ((10, 4), (7, 2), (5, 3)):
         context = f"x ({seq_len}, 3), chunk_len={length}"
-        try:
-            result = chunk(torch.zeros(seq_len, 3), length)
-        except ValueError:
+        raised, result = call_student(_outcome(chunk), torch.zeros(seq_len, 3, device=get_device()), length,
+                                      name="chunk")
+        if raised == "ValueError":
             continue
-        except Exception as error:  # noqa: BLE001 (any other exception is the mistake reported)
-            fail(f"chunk raised {type(error).__name__} on {context}; expected a ValueError",
+        if raised is not None:
+            fail(f"chunk raised {raised} on {context}; expected a ValueError",
                  f"check `T % chunk_len` first and raise ValueError with a message saying to pad to a multiple "
-                 f"of chunk_len ({type(error).__name__} is what reshape says, not a message for a user).")
+                 f"of chunk_len ({raised} is what reshape says, not a message for a user).")
         fail(f"chunk returned {type(result).__name__} on {context}, where {length} does not divide {seq_len}; "
              "expected a ValueError",
              "dropping or padding tokens silently changes the model's input: raise ValueError instead.")
 
 
-def check_look_back(look_back: Callable) -> None:
-    """``look_back(chunks (N, c, ...)) -> (N, 2c, ...)``: the previous chunk (the last one for chunk 0), then its own."""
+def _look_back_cases():
+    """Chunks ``(N, c, ...)``: TRIALS random ones (two to six chunks), then a single chunk (its own predecessor)."""
     for trial in trials(TRIALS, seed=400):
         num_chunks, length = trial.randint(2, 6), trial.randint(1, 4)
-        shape = (num_chunks, length) + ((trial.randint(1, 3),) if trial.index % 2 else ())
-        chunks = trial.randn(*shape)
+        yield trial.randn(*(num_chunks, length) + ((trial.randint(1, 3),) if trial.index % 2 else ()))
+    yield next(trials(1, seed=450)).randn(1, 3, 2)
+
+
+def check_look_back(look_back: Callable) -> None:
+    """``look_back(chunks (N, c, ...)) -> (N, 2c, ...)``: the previous chunk (the last one for chunk 0), then its own."""
+    for chunks in _look_back_cases():
+        num_chunks, length, shape = chunks.shape[0], chunks.shape[1], tuple(chunks.shape)
         context = f"chunks {tuple(chunks.shape)}"
         got = call_for_tensor(look_back, chunks, name="look_back", shape=(num_chunks, 2 * length, *shape[2:]),
                               context=context).to(chunks.device)

@@ -7,6 +7,8 @@ The block is ``y1 = x1 + F(x2, wf)``, ``y2 = x2 + G(y1, wg)`` with the fixed sub
 
 Each classic mistake costs only its cell:
 
+* every check ends with a block whose F is zero and one whose G is zero (where a diagnosis may equal the
+  right answer, so each is tried only after the comparison with the reference failed);
 * a backward that uses inputs stored by the forward pass instead of rebuilding them:
   :func:`check_backward` calls the forward on the same inputs first (so such a backward gets its
   gradients right), :func:`check_backward_recomputes` calls it on *other* inputs first;
@@ -79,19 +81,29 @@ def _random_block(trial: Trial):
     return x1, x2, f_weight, g_weight, dy1, dy2
 
 
+def _blocks(seed: int):
+    """``(x1, x2, f_weight, g_weight, dy1, dy2)``: TRIALS random blocks, then one whose F is zero (f_weight = 0)
+    and one whose G is zero, where a stream passes through unchanged but the weight still gets a gradient."""
+    for trial in trials(TRIALS, seed=seed):
+        yield _random_block(trial)
+    for trial, zero in zip(trials(2, seed=seed + 50), (2, 3)):
+        block = list(_random_block(trial))
+        block[zero] = torch.zeros_like(block[zero])
+        yield tuple(block)
+
+
 # --- the checks ------------------------------------------------------------------------------
 
 def check_forward(reversible_forward: Callable) -> None:
     """``reversible_forward(x1, x2, wf, wg) = (x1 + F(x2), x2 + G(y1))``."""
-    for trial in trials(TRIALS, seed=500):
-        x1, x2, wf, wg, _, _ = _random_block(trial)
+    for x1, x2, wf, wg, _, _ in _blocks(500):
         context = f"x1, x2 {tuple(x1.shape)}"
         result = call_student(reversible_forward, x1, x2, wf, wg, name="reversible_forward")
         y1, y2 = expect_results(result, ("y1", "y2"), function="reversible_forward", context=context, tensors=True)
         expected1, expected2 = reference_forward(x1, x2, wf, wg)
         expect_close(y1.to(x1.device), expected1, name="y1", context=context,
                      hint="y1 = x1 + F(x2, f_weight): F reads the *other* stream.")
-        if is_close(y2.to(x1.device), x2 + sublayer_g(x1, wg)):
+        if not is_close(y2.to(x1.device), expected2) and is_close(y2.to(x1.device), x2 + sublayer_g(x1, wg)):
             fail(f"y2 = x2 + G(x1), but G must read the new y1 ({context})",
                  "y2 = x2 + G(y1, g_weight): that G sees y1 is what makes x2 recoverable from the outputs.")
         expect_close(y2.to(x1.device), expected2, name="y2", context=context,
@@ -100,8 +112,7 @@ def check_forward(reversible_forward: Callable) -> None:
 
 def check_inverse(reversible_inverse: Callable) -> None:
     """``reversible_inverse(y1, y2, wf, wg)`` rebuilds ``(x1, x2)``: ``x2`` first, then ``x1``."""
-    for trial in trials(TRIALS, seed=600):
-        x1, x2, wf, wg, _, _ = _random_block(trial)
+    for x1, x2, wf, wg, _, _ in _blocks(600):
         y1, y2 = reference_forward(x1, x2, wf, wg)
         context = f"y1, y2 {tuple(y1.shape)} from random x1, x2"
         result = call_student(reversible_inverse, y1, y2, wf, wg, name="reversible_inverse")
@@ -137,8 +148,7 @@ def _run_forward_quietly(reversible_forward, *args) -> None:
 
 def check_backward(reversible_forward: Callable, reversible_backward: Callable) -> None:
     """Right after the forward pass on the same inputs, the backward's gradients equal autograd's."""
-    for trial in trials(TRIALS, seed=700):
-        x1, x2, wf, wg, dy1, dy2 = _random_block(trial)
+    for x1, x2, wf, wg, dy1, dy2 in _blocks(700):
         context = f"x1, x2 {tuple(x1.shape)}, weights {tuple(wf.shape)}"
         _run_forward_quietly(reversible_forward, x1, x2, wf, wg)
         y1, y2 = reference_forward(x1, x2, wf, wg)

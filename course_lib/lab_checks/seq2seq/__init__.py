@@ -2,10 +2,10 @@
 
 ``RUBRIC`` lists the graded cells of ``labs/source/04_seq2seq/seq2seq.ipynb`` with their points and
 checks, ``REFERENCES`` the course's version of every function the lab asks for. The checks live in
-two parts, :mod:`.additive` (``additive_attention``: chapter 3) and :mod:`.decoder`
-(``masked_self_attention``, ``cross_attention``, ``decoder_layer``: chapter 4), over the references
-and random inputs of :mod:`.references`; each part's docstring says how its classic
-mistakes cost only their own cell.
+three parts, :mod:`.additive` (``additive_attention``: chapter 3), :mod:`.decoder`
+(``masked_self_attention``, ``cross_attention``) and :mod:`.layer` (``decoder_layer``: chapter 4),
+over the references and random inputs of :mod:`.references`; each part's docstring says how its
+classic mistakes cost only their own cell, and which cell each costs.
 
 Students work on plain tensors and dicts of parameter tensors (the sandboxed grader exchanges nothing
 else). Not covered: dropout, the encoder layer, incremental decoding with a key/value cache.
@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from ..rubric import Criterion, Rubric
 from .additive import check_additive_context, check_additive_padding, check_additive_weights
-from .decoder import (
-    check_causal_self_attention, check_cross_attention, check_decoder_padding, check_post_norm, check_pre_norm,
-    check_self_attention_padding,
-)
+from .decoder import check_causal_self_attention, check_cross_attention, check_self_attention_padding
+from .layer import check_decoder_padding, check_post_norm, check_pre_norm
 from .references import (
     reference_additive_attention, reference_cross_attention, reference_decoder_layer, reference_self_attention,
 )

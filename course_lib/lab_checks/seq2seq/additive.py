@@ -5,10 +5,14 @@ key_padding_mask (B, S) | None) -> (context (B, D_k), weights (B, S))`` is compa
 :class:`course_lib.AdditiveAttention` holding the same weights
 (:func:`~course_lib.lab_checks.references.reference_additive_attention`).
 
-Each classic mistake costs only its cell: :func:`check_additive_padding` accepts a softmax over
-either axis (the axis is :func:`check_additive_weights`' business, which names a softmax over the
-batch, raw scores and a missing tanh with :func:`~course_lib.lab_checks.toolkit.diagnose`), and
-:func:`check_additive_context` averages with the student's *own* weights.
+Besides random cases: a one-token source (weights and context) and padding in every sentence. Each
+classic mistake costs only its cell: :func:`check_additive_padding` accepts a softmax over either
+axis (the axis is :func:`check_additive_weights`' business, which names a softmax over the batch, raw
+scores and a missing tanh with :func:`~course_lib.lab_checks.toolkit.diagnose`), and
+:func:`check_additive_context` compares with the reference context, or, when the weights are wrong
+(the weights cell's), with those weights applied to the keys, provided no sentence's weights are all
+zero. Contexts of the wrong shape are named: the projected keys averaged, ``weights @ keys``
+broadcast to (B, B, D_k), a sum over the batch or the features, an axis left to squeeze.
 
 Not covered: the RNN encoder-decoder around it (the chapter's business), the rubric (:mod:`.seq2seq`).
 """
@@ -20,7 +24,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..toolkit import Trial, call_student, diagnose, expect_close, expect_results, expect_tensor, fail, is_close, trials
+from ..toolkit import ATOL, RTOL, Trial, call_student, diagnose, expect_close, expect_results, expect_tensor, fail, is_close, trials
 from .references import random_padding, reference_additive_attention
 
 __all__ = ["check_additive_weights", "check_additive_padding", "check_additive_context"]
@@ -28,16 +32,23 @@ __all__ = ["check_additive_weights", "check_additive_padding", "check_additive_c
 TRIALS = 5
 
 
-def _random_additive(trial: Trial):
-    """query (B, D_q), keys (B, S, D_k), W_q (A, D_q), W_k (A, D_k), v (A,) with B ≠ S and A ≠ D_k."""
+def _random_additive(trial: Trial, src_len: int | None = None):
+    """query (B, D_q), keys (B, S, D_k), W_q (A, D_q), W_k (A, D_k), v (A,) with B ≠ S and A ≠ D_k (S = ``src_len``
+    if given: 1 is a one-token source)."""
     batch = trial.randint(2, 4)
-    src_len = trial.randint(2, 7)
+    src_len = trial.randint(2, 7) if src_len is None else src_len
     if src_len == batch:
         src_len += 1
     d_q, d_k, a = (3, 5)[trial.randint(0, 1)], (4, 6)[trial.randint(0, 1)], (7, 8)[trial.randint(0, 1)]
     query, keys = trial.randn(batch, d_q), trial.randn(batch, src_len, d_k)
     w_q, w_k = trial.randn(a, d_q) / math.sqrt(d_q), trial.randn(a, d_k) / math.sqrt(d_k)
     return query, keys, w_q, w_k, trial.randn(a)
+
+
+def _same_with_nan(actual: torch.Tensor, expected: torch.Tensor) -> bool:
+    """:func:`~..toolkit.is_close`, with NaN matching NaN."""
+    return actual.shape == expected.shape and bool(torch.allclose(actual.float(), expected.float(), atol=ATOL,
+                                                                  rtol=RTOL, equal_nan=True))
 
 
 def _additive_scores(query, keys, w_q, w_k, v):
@@ -65,8 +76,8 @@ def _run_additive(additive_attention: Callable, query, keys, w_q, w_k, v, mask=N
 
 def check_additive_weights(additive_attention: Callable) -> None:
     """Without padding, the weights are softmax over the source positions of vᵀ tanh(W_q q + W_k k)."""
-    for trial in trials(TRIALS, seed=100):
-        query, keys, w_q, w_k, v = _random_additive(trial)
+    for trial in trials(TRIALS + 1, seed=100):  # the last one with a one-token source
+        query, keys, w_q, w_k, v = _random_additive(trial, 1 if trial.index == TRIALS else None)
         _, weights = _run_additive(additive_attention, query, keys, w_q, w_k, v)
         _, expected = reference_additive_attention(query, keys, w_q, w_k, v)
         if is_close(weights, expected):
@@ -93,18 +104,18 @@ def check_additive_weights(additive_attention: Callable) -> None:
 
 def check_additive_padding(additive_attention: Callable) -> None:
     """With a key_padding_mask (True = real token), padded positions get weight 0 and the rest stays a softmax."""
-    for trial in trials(TRIALS, seed=200):
+    for trial in trials(TRIALS + 1, seed=200):  # the last one with padding in every sentence
         query, keys, w_q, w_k, v = _random_additive(trial)
-        mask = random_padding(trial, *keys.shape[:2], full_row=True)
+        mask = random_padding(trial, *keys.shape[:2], full_row=trial.index < TRIALS)
         _, weights = _run_additive(additive_attention, query, keys, w_q, w_k, v, mask)
         context = _additive_context(query, keys, mask)
+        masked = _additive_scores(query, keys, w_q, w_k, v).masked_fill(~mask, float("-inf"))
+        if is_close(weights, torch.softmax(masked, dim=-1)) or _same_with_nan(weights, torch.softmax(masked, dim=0)):
+            continue  # the softmax axis is check_additive_weights' business (over the batch a padded column is NaN)
         if torch.isnan(weights).any():
             fail(f"the weights contain NaN (on {context})",
                  "every sentence has at least one real token here, so no row of scores should be all -inf: "
                  "fill with -inf only where key_padding_mask is False (True means a real token).")
-        masked = _additive_scores(query, keys, w_q, w_k, v).masked_fill(~mask, float("-inf"))
-        if is_close(weights, torch.softmax(masked, dim=-1)) or is_close(weights, torch.softmax(masked, dim=0)):
-            continue  # the softmax axis is check_additive_weights' business
         unmasked = _run_additive(additive_attention, query, keys, w_q, w_k, v)[1]
         if is_close(weights, unmasked):
             fail(f"the padding mask has no effect: padded source positions get the same weights as without it "
@@ -124,9 +135,13 @@ def check_additive_padding(additive_attention: Callable) -> None:
 
 
 def check_additive_context(additive_attention: Callable) -> None:
-    """The context is the student's own weights applied to the keys (the encoder states): (B, D_k)."""
-    for trial in trials(TRIALS, seed=300):
-        query, keys, w_q, w_k, v = _random_additive(trial)
+    """The context is the reference's, (B, D_k): the weights applied to the keys (the encoder states).
+
+    When the weights are wrong (the weights cell's business) the context must be *those* weights applied to
+    the keys, and weights with a row of zeros are no excuse: without padding no sentence attends to nothing.
+    """
+    for trial in trials(TRIALS + 1, seed=300):  # the last one with a one-token source
+        query, keys, w_q, w_k, v = _random_additive(trial, 1 if trial.index == TRIALS else None)
         out, weights = _run_additive(additive_attention, query, keys, w_q, w_k, v, to_device=False)
         context = _additive_context(query, keys)
         batch, src_len, d_k = keys.shape
@@ -135,14 +150,33 @@ def check_additive_context(additive_attention: Callable) -> None:
                  f"(on {context})",
                  "W_k k only serves the score; the context averages the encoder states themselves: "
                  "(weights[:, :, None] * keys).sum(dim=1), shape (B, D_k).")
+        if tuple(out.shape) == (batch, batch, d_k):
+            fail(f"context has shape {tuple(out.shape)} = (B, B, D_k): weights @ keys broadcasts the (B, S) weights "
+                 f"over the batch, so every sentence's weights meet every sentence's keys (on {context})",
+                 "give each sentence's weights a row axis of their own: (weights[:, None, :] @ keys).squeeze(1), "
+                 "torch.bmm(weights.unsqueeze(1), keys).squeeze(1), or (weights[:, :, None] * keys).sum(dim=1).")
         if tuple(out.shape) == (batch, 1, d_k):
             fail(f"context has shape {tuple(out.shape)}, expected (B, D_k) = {(batch, d_k)} (on {context})",
                  "weights[:, None, :] @ keys gives (B, 1, D_k): .squeeze(1) it.")
-        if tuple(out.shape) == (src_len, d_k):
+        if tuple(out.shape) == (src_len, d_k) and src_len != batch:
             fail(f"context has shape {tuple(out.shape)} = (S, D_k): the sum runs over the batch axis (on {context})",
                  "sum the weighted keys over the source positions: (weights[:, :, None] * keys).sum(dim=1).")
+        if tuple(out.shape) == (batch, src_len) and src_len != d_k:
+            fail(f"context has shape {tuple(out.shape)} = (B, S): the sum runs over the features (on {context})",
+                 "sum the weighted keys over the source positions, dim=1, keeping the features: "
+                 "(weights[:, :, None] * keys).sum(dim=1).")
         expect_tensor(out, name="context", shape=(batch, d_k), dtype=keys.dtype, device=keys.device, context=context)
-        expect_close(out, (weights.to(keys.device)[:, :, None] * keys).sum(dim=1), name="context",
-                     context=f"{context}; expected your weights applied to the keys",
-                     hint="the context is the weighted average of the keys with the weights you return: "
-                          "(weights[:, :, None] * keys).sum(dim=1).")
+        out, weights = out.to(keys.device), weights.to(keys.device)
+        expected_context, expected_weights = reference_additive_attention(query, keys, w_q, w_k, v)
+        if is_close(out, expected_context):
+            continue
+        hint = ("the context is the weighted average of the keys with the weights you return: "
+                "(weights[:, :, None] * keys).sum(dim=1).")
+        if is_close(weights, expected_weights):
+            expect_close(out, expected_context, name="context", context=f"{context}; your weights are right", hint=hint)
+        if not (weights.abs().sum(-1) > 0).all():
+            fail(f"context differs from the reference, and the weights of some sentence are all 0 (on {context})",
+                 "without padding every sentence attends to its source: weights = softmax(scores, dim=-1), "
+                 "then context = (weights[:, :, None] * keys).sum(dim=1).")
+        expect_close(out, (weights[:, :, None] * keys).sum(dim=1), name="context",
+                     context=f"{context}; expected your weights applied to the keys", hint=hint)

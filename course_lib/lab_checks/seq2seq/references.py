@@ -116,8 +116,9 @@ def reference_decoder_layer(x, memory, params, num_heads, norm_first=False, tgt_
                      memory_key_padding_mask=memory_key_padding_mask)
 
 
-def random_layer(trial: Trial, norm_first: bool):
-    """A course_lib decoder layer with random weights (norms included), its params, and x, memory with T ≠ S."""
+def random_layer(trial: Trial, norm_first: bool, src_len: int | None = None):
+    """A course_lib decoder layer with random weights (norms included), its params, and x, memory with T ≠ S
+    (or S = ``src_len``)."""
     dim, heads = LAYER_SIZES[trial.index % len(LAYER_SIZES)]
     layer = TransformerDecoderLayer(dim, heads, ffn_dim=2 * dim, dropout=0.0, norm_first=norm_first)
     layer = layer.to(trial.device).eval()
@@ -131,17 +132,19 @@ def random_layer(trial: Trial, norm_first: bool):
             else:
                 parameter.copy_(0.2 * trial.randn(*parameter.shape))
     batch, tgt_len = trial.randint(1, 3), trial.randint(3, 6)
-    src_len = tgt_len + trial.randint(1, 3)
+    src_len = tgt_len + trial.randint(1, 3) if src_len is None else src_len
     x, memory = trial.randn(batch, tgt_len, dim), trial.randn(batch, src_len, dim)
     return layer, decoder_params(layer), heads, x, memory
 
 
-def random_attention_case(trial: Trial):
+def random_attention_case(trial: Trial, src_len: int | None = None):
+    """Parameters of a random multi-head attention, its heads, x (B, T, D) and memory (B, S, D) with S > T,
+    or S = ``src_len``."""
     dim, heads = LAYER_SIZES[trial.index % len(LAYER_SIZES)]
     module = MultiHeadAttention(dim, heads).to(trial.device)
     with torch.no_grad():
         for parameter in module.parameters():
             parameter.copy_(trial.randn(*parameter.shape) / math.sqrt(parameter.shape[-1]))
     batch, tgt_len = trial.randint(1, 3), trial.randint(3, 6)
-    src_len = tgt_len + trial.randint(1, 3)
+    src_len = tgt_len + trial.randint(1, 3) if src_len is None else src_len
     return attention_params(module), heads, trial.randn(batch, tgt_len, dim), trial.randn(batch, src_len, dim)

@@ -13,13 +13,15 @@ from ...tokenization import best_pair, merge_pair
 from ..toolkit import call_student, diagnose, fail, trials
 from .references import (
     encode_leftmost_first, encode_reverse_order, first_seen_among_ties, has_overlap, largest_among_ties,
-    only_self_pairs_undercounted, random_corpus, random_ids, reference_encode, reference_get_stats, reference_train,
+    only_self_pairs_undercounted, random_corpus, random_ids, stats_without_overlaps, reference_encode, reference_get_stats, reference_train,
     tie_free_steps, train_with_stale_counts,
 )
 
 __all__ = ["check_encode", "check_get_stats", "check_merge", "check_train", "check_train_ties"]
 
 TRIALS = 12
+# train's edge cases, after the random corpora: nothing to merge, one id, a run merged twice, no merge asked for.
+TRAIN_EDGES = (("", 3), ("a", 2), ("aaaa", 3), ("ab", 5), ("abc", 0), ("ĉĉ", 4))
 
 
 def _one_of(got, versions) -> bool:
@@ -50,30 +52,47 @@ def _as_ids(value, name: str, context: str) -> list[int]:
 # --- the checks -----------------------------------------------------------------------------------
 
 def check_get_stats(get_stats: Callable) -> None:
-    """``get_stats(ids)`` counts every adjacent pair, overlapping occurrences included."""
+    """``get_stats(ids)`` counts every adjacent pair, overlapping occurrences included, the last pair too.
+
+    Every case runs before a verdict, so a mistake is named by what explains *all* the wrong counts:
+    on "aaaa" a count without overlaps and a count without the last pair both give (a, a) twice.
+    """
     cases = [[97, 97, 97, 97], [1, 2, 3, 1, 2], [5], []]
     cases += [random_ids(trial) for trial in trials(TRIALS, seed=100)]
+    cases += [[7, 7], [1, 2, 3, 3], [4, 9, 4, 9], [300, 2, 300]]  # the last pair a run, a repeat, a merged id
+    wrong, all_but_last = [], True  # wrong: (ids, got, expected); all_but_last: every result lacks the last pair
     for ids in cases:
-        context = f"ids = {ids}"
         got = call_student(get_stats, list(ids), name="get_stats")
-        if not isinstance(got, Mapping):
-            fail(f"get_stats should return a dict {{pair: count}}, got {type(got).__name__} ({context})",
+        if not isinstance(got, Mapping):  # a dict, Counter, defaultdict, OrderedDict, ... will do
+            fail(f"get_stats should return a dict {{pair: count}}, got {type(got).__name__} (ids = {ids})",
                  "did you forget a `return`?" if got is None else None)
         got = {tuple(pair): count for pair, count in got.items() if count}
-        expected = reference_get_stats(ids)
-        if got == expected:
-            continue
-        if only_self_pairs_undercounted(got, expected):
-            fail(f"get_stats skips overlapping pairs: got {got}, expected {expected} ({context})",
-                 "in a run like 'aaaa' every position starts a pair: (a, a) occurs 3 times, as HF tokenizers "
-                 "counts it. Count zip(ids, ids[1:]), one pair per position, without jumping ahead.")
-        fail(f"get_stats returned {got}, expected {expected} ({context})",
-             "count each adjacent pair (ids[i], ids[i + 1]) for i in range(len(ids) - 1).")
+        if got != reference_get_stats(ids):
+            wrong.append((ids, got, reference_get_stats(ids)))
+        all_but_last &= len(ids) < 2 or got == reference_get_stats(ids[:-1])
+    if not wrong:
+        return
+    ids, got, expected = wrong[0]
+    outcome = f"got {got}, expected {expected} (ids = {ids})"
+    if all_but_last:  # shown on a case where the lost pair is not part of a run, if there is one
+        ids, got, expected = next((case for case in wrong if case[0][-2] != case[0][-1]), wrong[0])
+        outcome = f"got {got}, expected {expected} (ids = {ids})"
+        fail(f"get_stats misses the last pair {tuple(ids[-2:])}: {outcome}",
+             "a sequence of n ids has n - 1 adjacent pairs, the last one being (ids[-2], ids[-1]): loop i over "
+             "range(len(ids) - 1), not range(len(ids) - 2), or count zip(ids, ids[1:]).")
+    if all(got in stats_without_overlaps(ids) or only_self_pairs_undercounted(got, expected)
+           for ids, got, expected in wrong):
+        fail(f"get_stats skips overlapping pairs: {outcome}",
+             "in a run like 'aaaa' every position starts a pair: (a, a) occurs 3 times, as HF tokenizers "
+             "counts it. Count zip(ids, ids[1:]), one pair per position, without jumping ahead.")
+    fail(f"get_stats returned {outcome}",
+         "count each adjacent pair (ids[i], ids[i + 1]) for i in range(len(ids) - 1).")
 
 
 def check_merge(merge: Callable) -> None:
     """``merge(ids, pair, new_id)`` replaces non-overlapping occurrences, scanning left to right."""
-    cases = [([1, 2, 3, 1, 2], (1, 2), 256), ([1, 2], (2, 1), 256), ([], (1, 1), 256), ([5, 5, 5, 5, 5], (5, 5), 9)]
+    cases = [([1, 2, 3, 1, 2], (1, 2), 256), ([1, 2], (2, 1), 256), ([], (1, 1), 256), ([5, 5, 5, 5, 5], (5, 5), 9),
+             ([3, 1, 2], (1, 2), 256), ([1, 2], (1, 2), 256), ([4, 5, 5, 5], (5, 5), 260), ([5], (5, 5), 9)]
     for trial in trials(TRIALS, seed=200):
         ids = random_ids(trial)
         pairs = list(pairwise(ids))
@@ -118,8 +137,17 @@ def check_train(train: Callable) -> None:
                  "replace it by 256 + step in ids, and repeat with the new ids.")
         done += 1
         if done == TRIALS:
-            return
-    raise RuntimeError("too few tie-free corpora drawn")  # unreachable with these seeds (tested)
+            break
+    else:
+        raise RuntimeError("too few tie-free corpora drawn")  # unreachable with these seeds (tested)
+    for text, num_merges in TRAIN_EDGES:
+        context = f"train({text!r}, {num_merges})"
+        got = _as_pairs(call_student(train, text, num_merges, name="train"), "train", context)
+        expected = reference_train(text, num_merges)
+        if got != expected:
+            fail(f"{context} gave {got}, expected {expected}",
+                 "stop early when fewer than two ids are left (nothing to count), make no merge for num_merges = 0, "
+                 "and recount after every merge: a run like 'aaaa' merges to 'XX', whose pair (X, X) comes next.")
 
 
 def check_train_ties(train: Callable) -> None:
@@ -157,6 +185,7 @@ def check_train_ties(train: Callable) -> None:
 def check_encode(encode: Callable) -> None:
     """``encode(text, merges)`` applies the merges lowest rank first, like the library's tokenizer."""
     cases = [("abcab", [(98, 99), (97, 98)]), ("", [(97, 98)]), ("abc", [])]
+    cases += [("xab", [(97, 98)]), ("abab", [(97, 98), (256, 256)]), ("aaa", [(97, 97)]), ("ĉ", [(196, 137)])]
     for trial in trials(TRIALS, seed=500):
         corpus = random_corpus(trial, 6, 16)
         merges = reference_train(corpus, trial.randint(2, 12))

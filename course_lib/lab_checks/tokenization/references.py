@@ -4,7 +4,7 @@
   :func:`reference_train`, :func:`reference_encode`, built from :mod:`course_lib.tokenization`'s
   building blocks, which follow HF ``tokenizers``' rules;
 * the classic mistakes, written out, so a check can recognise one and name it: pairs counted
-  without overlaps, stale counts after a merge, ties broken by the first or the largest pair,
+  without overlaps (two ways), stale counts after a merge, ties broken by the first or the largest pair,
   merges applied leftmost first or in reverse order;
 * the random inputs: corpora of words over a small random alphabet (runs, ties, sometimes a
   two-byte letter), id lists with runs of equal ids.
@@ -20,7 +20,7 @@ from ..toolkit import Trial
 
 __all__ = [
     "FIRST_NEW_ID", "reference_get_stats", "reference_train", "reference_encode",
-    "only_self_pairs_undercounted", "has_overlap", "train_with_stale_counts", "first_seen_among_ties",
+    "only_self_pairs_undercounted", "stats_without_overlaps", "has_overlap", "train_with_stale_counts", "first_seen_among_ties",
     "largest_among_ties", "encode_leftmost_first", "encode_reverse_order",
     "random_corpus", "random_ids", "tie_free_steps",
 ]
@@ -67,6 +67,18 @@ def only_self_pairs_undercounted(got: dict, expected: dict) -> bool:
     the signature of counting runs like 'aaaa' without overlaps."""
     differ = {pair for pair in got.keys() | expected.keys() if got.get(pair, 0) != expected.get(pair, 0)}
     return bool(differ) and all(pair[0] == pair[1] and got.get(pair, 0) < expected[pair] for pair in differ)
+
+
+def stats_without_overlaps(ids: list[int]) -> tuple[dict, dict]:
+    """The two ways of counting pairs without overlaps: scanning and jumping past a pair (x, x) just
+    counted, so "aab" loses (a, b) too; and counting each pair's non-overlapping occurrences, like str.count."""
+    jumping, i = {}, 0
+    while i < len(ids) - 1:
+        pair = (ids[i], ids[i + 1])
+        jumping[pair] = jumping.get(pair, 0) + 1
+        i += 2 if pair[0] == pair[1] else 1
+    apart = {pair: len(ids) - len(merge_pair(list(ids), pair, -1)) for pair in reference_get_stats(ids)}
+    return jumping, apart
 
 
 def has_overlap(ids, pair) -> bool:
