@@ -10,7 +10,8 @@
 * :mod:`.reference_policy`: the lab's functions must be the student's own work (no course_lib
   implementation, no grading code), checked inside the sandbox.
 * :mod:`.autograder`: grade a folder of submissions part by part, sandboxed, into nbgrader's gradebook.
-* :mod:`.feedback`: nbgrader's feedback notebooks, executed in the sandbox without the hidden tests.
+* :mod:`.feedback` (with :mod:`.feedback_rebuild`): nbgrader's feedback notebooks, executed in the sandbox
+  without the hidden tests, warm.
 * :mod:`.bench`: the sandboxed grader's throughput.
 * :mod:`.cli`: the command lines behind ``scripts/labs.py``, ``scripts/grade.py`` and
   ``scripts/bench_grading.py`` (also ``python -m course_grader labs|grade|bench``).

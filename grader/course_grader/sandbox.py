@@ -83,12 +83,14 @@ class Sandbox:
     """One zygote process; :meth:`run` starts a sandboxed part. Use as a context manager."""
 
     def __init__(self, limits: Limits = Limits(), hidden_paths=(), start_timeout: float = 120.0,
-                 gpu_lock: Path | str | None = None, rubric: str | None = None):
+                 gpu_lock: Path | str | None = None, rubric: str | None = None, preload=()):
+        """``rubric``: the module of the lab's checks, whose references the parts' helpers come from;
+        ``preload``: modules the zygote imports once, for :meth:`command`'s warm ``module`` runs."""
         self.limits, self.gpu_lock = limits, gpu_lock
         self._uids = allocate_uids()  # this sandbox's own uids, for as long as it lives
         self.uids = self._uids.uids
         config = {"limits": asdict(limits), "hidden": [str(p) for p in hidden_paths], "uid_base": self.uids.start,
-                  "uid_count": len(self.uids), "rubric": rubric}
+                  "uid_count": len(self.uids), "rubric": rubric, "preload": list(preload)}
         self._socket, theirs = socket.socketpair()
         self._zygote = subprocess.Popen(
             [sys.executable, "-I", "-m", sandbox_child.__name__, str(theirs.fileno()), json.dumps(config)],
@@ -125,18 +127,20 @@ class Sandbox:
         return Part(self, ours, pid, list(names), cells, setup, lock, list(helpers))
 
     def command(self, argv: list[str], files: dict[str, bytes], fetch: list[str],
-                env: dict[str, str] | None = None) -> CommandResult:
+                env: dict[str, str] | None = None, module: str | None = None) -> CommandResult:
         """Run ``argv`` in a fresh sandboxed child whose working directory holds only ``files``
         (``{relative path: bytes}``); return its exit status, its output's tail and the files
         ``fetch`` names. The child and everything it started are killed before this returns.
         :class:`SandboxTimeout` after ``limits.wall_seconds``; ``env`` adds to a minimal environment.
+        With ``module``, the child runs ``python -m module argv`` itself, warm (best with ``module``
+        among the sandbox's ``preload``; :mod:`~course_grader.sandbox_command`).
         """
         names = list(files)
         arrays = [np.frombuffer(files[name], dtype=np.uint8) for name in names]
         sock, pid = self._fork(b"fork exec")
         with SandboxProcess(self, sock, pid) as process:
             process._send({"argv": [str(a) for a in argv], "env": dict(env or {}), "files": names,
-                           "fetch": list(fetch)}, arrays)
+                           "fetch": list(fetch), "module": module}, arrays)
             reply, blobs = process._receive()
         fetched = reply.get("fetched") if type(reply.get("fetched")) is list else []
         if type(reply.get("returncode")) is not int or len(fetched) != len(blobs):

@@ -18,8 +18,9 @@ then forks one child per part on request. A child
 
 A *command* child (``fork exec``) is isolated the same way but with its loopback interface up
 (a Jupyter kernel talks to its client over 127.0.0.1): it writes the files it is sent into its
-private ``/tmp``, runs one command there (e.g. ``nbgrader autograde``) and sends back the files
-asked for, as bytes. Used for the feedback notebooks (:mod:`~course_grader.feedback`).
+private ``/tmp``, runs one command there (e.g. ``nbgrader autograde``, warm: the zygote imported it,
+the ``preload`` modules) and sends back the files asked for, as bytes
+(:mod:`~course_grader.sandbox_command`). Used for the feedback notebooks (:mod:`~course_grader.feedback`).
 
 A part asked for on ``cuda`` initialises CUDA itself, in the child, after dropping privileges:
 the zygote never touches CUDA (a process forked after CUDA is initialised cannot use it), so
@@ -41,14 +42,12 @@ import resource
 import signal
 import socket
 import struct
-import subprocess
 import sys
 
-import numpy as np
 import torch
 
-from . import sandbox_part
-from .protocol import recv, send
+from . import sandbox_command, sandbox_part
+from .protocol import send
 
 __all__ = ["CLONE", "main"]
 
@@ -56,7 +55,6 @@ CLONE = {"net": 0x40000000, "pid": 0x20000000, "mount": 0x00020000, "ipc": 0x080
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
-LOG_CHARS = 4000  # of a command's output, sent back to explain a failure
 
 _libc = ctypes.CDLL(None, use_errno=True)
 REFERENCES: dict = {}  # the zygote's lab's RUBRIC.references (name -> the course's implementation)
@@ -165,43 +163,6 @@ def _drop_privileges(config: dict, number: int, isolation: list[str], device: st
     return workdir
 
 
-def _run_command(sock: socket.socket, max_bytes: int, workdir: str) -> None:
-    """Write the files sent, run the command in ``workdir``, send back the files asked for.
-
-    Everything here runs as the sandbox's uid, so whatever the command does (a kernel running
-    student code) only touches this private ``workdir``; the parent trusts none of the reply.
-    """
-    header, blobs = recv(sock, max_bytes)
-    for name, blob in zip(header["files"], blobs):
-        path = os.path.join(workdir, name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as file:
-            file.write(blob.tobytes())
-    log_path = os.path.join(workdir, ".command.log")
-    with open(log_path, "wb") as log:
-        try:
-            returncode = subprocess.run(header["argv"], check=False, cwd=workdir, env={**os.environ, **header["env"]},
-                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log).returncode
-        except OSError as error:
-            returncode, _ = 127, log.write(str(error).encode())
-    with open(log_path, "rb") as log:
-        log.seek(max(0, os.path.getsize(log_path) - LOG_CHARS))
-        tail = log.read().decode("utf-8", "replace")
-    fetched, arrays, room = [], [], max_bytes - (1 << 20)
-    for name in header["fetch"]:
-        try:
-            fd = os.open(os.path.join(workdir, name), os.O_RDONLY | os.O_NOFOLLOW)
-            with open(fd, "rb") as file:
-                data = file.read(room + 1)
-        except OSError:
-            continue
-        if len(data) <= room:
-            room -= len(data)
-            fetched.append(name)
-            arrays.append(np.frombuffer(data, dtype=np.uint8))
-    send(sock, {"returncode": returncode, "log": tail, "fetched": fetched}, arrays)
-
-
 def _child(fd: int, config: dict, number: int, device: str) -> None:
     os.setsid()  # its own process group, killed as a whole by the parent
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -212,7 +173,7 @@ def _child(fd: int, config: dict, number: int, device: str) -> None:
         try:
             workdir = _drop_privileges(config, number, isolation, device)
             if device == "exec":
-                _run_command(sock, config["limits"]["message_bytes"], workdir)
+                sandbox_command.run_command(sock, config["limits"]["message_bytes"], workdir)
             else:
                 sandbox_part.serve(sock, config["limits"]["message_bytes"], device, REFERENCES, config["guarded"])
         finally:
@@ -250,6 +211,8 @@ def _course_folders() -> dict[str, str]:
 def main(fd: int, config: dict) -> None:
     """The zygote's loop: each request (``fork``, ``fork cuda`` or ``fork exec``, plus a socket) forks one child."""
     torch.set_num_threads(1)  # one core per part; two parts run side by side
+    for module in config.get("preload", ()):  # e.g. nbgrader and ipykernel, for warm commands
+        importlib.import_module(module)
     config["guarded"] = _course_folders()
     config["needed"] = [folder for folder, label in config["guarded"].items() if label == "course_lib"]
     if config.get("rubric"):

@@ -212,7 +212,11 @@ def test_an_attack_is_capped_and_changes_no_gradebook(made):
     assert "gradebook: OperationalError" in page  # the real gradebook is not there to write
     assert "hidden file: FileNotFoundError" in page and "checks module: " in page
     assert not any(marker in page for marker in HIDDEN_SOURCE)
-    assert made["results"]["attacker"].total == sum(POINTS.values())
+    # Reading the lab's checks is a use of course_lib's implementation (the reference policy): that
+    # cell's part scores 0 with the policy's message; every other part keeps its points.
+    attacker = made["results"]["attacker"]
+    assert {g for g, (score, points) in attacker.scores.items() if score < points} == {"test_causal_mask"}
+    assert "this lab asks you to write it yourself" in attacker.messages["test_causal_mask"]
     assert _rows(made["course"] / "gradebook.db") == made["before"]  # every row, every student: scores unchanged
 
 
