@@ -1,7 +1,7 @@
 """The reference policy (:mod:`course_grader.reference_policy`): a lab's functions must be the student's own.
 
 Each submission of ``tests/fixtures/reference_use/`` hands back course_lib's implementation one way
-or another (an import, importlib, a package walk, its source file run as the student's, a helper's
+or another (an import, importlib, a package walk, its source file or its inspect.getsource text run as the student's, a helper's
 ``__globals__``, a plain assignment, a thread, a forked child) and would score full marks without
 the policy. Graded by the sandboxed grader, each loses exactly its ``LOST`` cells, each with the
 policy's message, while the honest solution keeps full marks, both with the checkout's editable
@@ -130,6 +130,12 @@ def test_every_use_of_the_reference_scores_0_with_the_policys_message_in_both_in
         for grade_id in lost:
             message = got["messages"][grade_id]
             assert message.startswith("your ") and POLICY in message and "course_lib" in message, (use.stem, message)
+    total = sum(points.values())
+    for name in ["solution", *(use.stem for use in USES)]:  # the closing note's table (pytest -s shows it)
+        got = results[name]
+        score = sum(score for score, _ in got["scores"].values())
+        said = " | ".join(f"{g}: {m}" for g, m in sorted(got["messages"].items()) if POLICY in m) or "-"
+        print(f"{name} | {install} | {score:g}/{total:g} | {said}")
     print(f"site-packages install made in {graded['install_seconds']:.1f} s")
 
 
