@@ -44,6 +44,7 @@ class NotebookResult:
     messages: dict[str, str] = field(default_factory=dict)  # grade_id -> why it failed
     error: str | None = None  # the whole notebook could not be graded
     stopped: str | None = None  # a cell hung or crashed while it loaded: why (its parts failed without rerunning it)
+    hung: str | None = None  # a graded call ran past its time limit: why (feedback does not run the notebook again)
 
     @property
     def total(self) -> float:
@@ -91,6 +92,7 @@ def grade_notebook(sandbox: Sandbox, module, notebook_path: Path, source_noteboo
         return NotebookResult(scores, error=str(error))
     messages: dict[str, str] = {}
     stopped: dict[str, str] = {}  # cell source -> why it stopped loading
+    hung = None
     for criterion in module.RUBRIC:
         setup, student_cells = criterion_cells(source_notebook, notebook, criterion.functions)
         known = next((stopped[cell] for cell in student_cells if cell in stopped), None)
@@ -112,11 +114,13 @@ def grade_notebook(sandbox: Sandbox, module, notebook_path: Path, source_noteboo
             except Exception as failure:  # a check tripped on an odd but legal result: still that part only
                 messages[criterion.grade_id] = f"{type(failure).__name__}: {failure}"
             violation = part.policy_violation()
+            if part.timed_out and part.load_error is None and criterion.grade_id in messages:
+                hung = hung or messages[criterion.grade_id]  # a graded call ran out of time
         if violation is not None:
             messages[criterion.grade_id] = violation
         elif passed:
             scores[criterion.grade_id] = (float(criterion.points), float(criterion.points))
-    return NotebookResult(scores, messages, stopped=next(iter(stopped.values()), None))
+    return NotebookResult(scores, messages, stopped=next(iter(stopped.values()), None), hung=hung)
 
 
 # --- the gradebook ----------------------------------------------------------------------------

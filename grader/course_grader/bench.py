@@ -1,11 +1,12 @@
 """Benchmark of the sandboxed grader, with its feedback, on a realistic class of N submissions of a lab.
 
-The class cycles through the kinds of submission a real one holds: the lab's reference solution,
-its untouched stub, every known mistake (``tests/fixtures/labs/<topic>/``, written by
-:func:`course_grader.course.write_submissions`), two attacks (``tests/fixtures/attacks/``: results
-that claim to equal anything, ``sys.exit()`` at import) and a notebook whose first solution cell
-loops forever at import (it costs one time limit). Everything happens in a temporary folder; the
-checkout is only read. :func:`benchmark` measures
+The class cycles through the lab's reference solution, its untouched stub and every known mistake
+(``tests/fixtures/labs/<topic>/``, written by :func:`course_grader.course.write_submissions`); spread
+over it, once each (:data:`RARE`), come two attacks (``tests/fixtures/attacks/``, lab 01: results that
+claim to equal anything, ``sys.exit()`` at import), a notebook whose first solution cell loops forever
+at import (it costs one time limit) and one whose last solution cell's function loops on every call
+(one time limit per part that calls it). Everything happens in a temporary folder; the checkout is
+only read. :func:`benchmark` measures
 
 * per-part overhead: the cost of one sandboxed part on its own (fork from the zygote, namespaces,
   dropping privileges, loading an empty source, one call, killing it), median of many;
@@ -33,14 +34,19 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import autograder, course, feedback
+from . import autograder, cells, course, feedback
 from .registry import lab as find_lab
 from .sandbox import Limits, Sandbox
 
-__all__ = ["BENCH_ATTACKS", "benchmark", "part_overhead", "synthetic_class"]
+__all__ = ["BENCH_ATTACKS", "RARE", "benchmark", "part_overhead", "synthetic_class"]
 
 BENCH_ATTACKS = ("always_equal", "sys_exit")  # attack fixtures of lab 01 that need no paths filled in
 HANG = "\n\nwhile True:  # the student's own test, left running\n    pass\n"
+HANG_IN_PART = "\n\n\ndef {name}(*args, **kwargs):  # a second try, left unfinished: loops on every call\n" \
+               "    while True:\n        pass\n"
+# Once each in a class (the rest cycles through the solution, the stub and the known mistakes): in a real
+# class a hang or an attack is rare, and each hang costs a whole time limit.
+RARE = ("attack_always_equal", "attack_sys_exit", "hang_at_import", "hang_in_part")
 
 
 def part_overhead(repeats: int = 60) -> float:
@@ -61,7 +67,10 @@ def _kinds(lab: str, folder: Path, *, mistakes_dir: Path, labs_dir: Path, attack
     templates = course.write_submissions(lab, mistakes_dir, folder, labs_dir)
     release = templates["solution"]
     solutions = course.solution_code(Path(labs_dir) / "source" / lab / release.name)
-    extra = {"hang_at_import": {next(iter(solutions)): next(iter(solutions.values())) + HANG}}
+    first, last = next(iter(solutions)), list(solutions)[-1]
+    looping = next(iter(cells.functions_defined(solutions[last])))  # the last cell's function: the fewest parts
+    extra = {"hang_at_import": {first: solutions[first] + HANG},
+             "hang_in_part": {last: solutions[last] + HANG_IN_PART.format(name=looping)}}
     for name in BENCH_ATTACKS if attacks_dir is not None and find_lab(lab).topic == "attention" else ():
         attack = Path(attacks_dir) / f"{name}.py"
         target = next(ast.literal_eval(node.value) for node in ast.parse(attack.read_text(encoding="utf-8")).body
@@ -81,10 +90,12 @@ def synthetic_class(lab: str, count: int, folder: Path, *, mistakes_dir: Path, l
     """``count`` submissions in ``folder/class`` cycling through the kinds; each student is named
     ``student<number>_<kind>``."""
     templates = _kinds(lab, folder / "templates", mistakes_dir=mistakes_dir, labs_dir=labs_dir, attacks_dir=attacks_dir)
-    kinds = itertools.cycle(sorted(templates))
+    rare = [kind for kind in RARE if kind in templates]
+    kinds = itertools.cycle(sorted(set(templates) - set(rare)))
+    placed = {count * (i + 1) // (len(rare) + 1): kind for i, kind in enumerate(rare)}  # spread over the class
     students = {}
     for number in range(count):
-        kind = next(kinds)
+        kind = placed.get(number) or next(kinds)
         path = folder / "class" / f"student{number:04d}_{kind}" / lab / templates[kind].name
         path.parent.mkdir(parents=True)
         shutil.copyfile(templates[kind], path)

@@ -23,7 +23,8 @@ For each graded notebook:
 
 A submission that cannot be executed (a timeout, a crash) still gets a feedback notebook: its
 cells without outputs, with the verdicts and a note saying why. One whose cell hung or crashed
-while grading loaded it (``NotebookResult.stopped``) is not run again: it would only hang again.
+while grading loaded it (``NotebookResult.stopped``), or one whose graded call ran past its time
+limit (``NotebookResult.hung``), is not run again: it would only hang again, a time limit per cell.
 Not covered: scores, the text summary (:mod:`~course_grader.cli`).
 """
 from __future__ import annotations
@@ -166,8 +167,8 @@ def write_feedback_notebooks(course_dir: Path, lab: str, module, results: dict, 
                 return
             executed, note = None, None
             try:
-                if result.stopped:  # it hung or crashed at import when graded: running it again would too
-                    raise FeedbackError(result.stopped)
+                if result.stopped or result.hung:  # it hung or crashed when graded: running it again would too
+                    raise FeedbackError(result.stopped or result.hung)
                 executed = execute_submission(sandbox, course, notebook, raw)
             except FeedbackError as error:
                 note = notes[student] = f"your notebook was not run for this feedback ({error}); the scores stand."

@@ -50,6 +50,7 @@ class SandboxProcess:
     def __init__(self, sandbox, sock: socket.socket, pid: int, lock: GpuLock | None = None):
         self.limits, self._socket, self._pids = sandbox.limits, sock, [pid]
         self._deadline, self.closed, self._lock = time.monotonic() + self.limits.wall_seconds, False, lock
+        self.timed_out = False
         hello, _ = self._receive()
         if type(hello.get("init_pid")) is int:
             self._pids.append(hello["init_pid"])
@@ -71,6 +72,7 @@ class SandboxProcess:
             return recv(self._socket, self.limits.message_bytes)
         except TimeoutError:
             self.close()
+            self.timed_out = True  # said here too: a check may turn the exception into its own message
             raise SandboxTimeout(f"your code took longer than {self.limits.wall_seconds:g} s in total "
                                  "(an endless loop or a sleep?)") from None
         except (EOFError, OSError):
@@ -111,6 +113,7 @@ class Part(SandboxProcess):
     def __init__(self, sandbox, sock: socket.socket, pid: int, names: list[str], cells: list[str], setup: str = "",
                  lock: GpuLock | None = None, helpers: list[str] = ()):
         self.names, self.cells, self.load_error, self.stuck_cell, self.violation = names, cells, None, None, None
+        self.timed_out = False
         self.limits, self._socket, self._pids, self.closed, self._lock = sandbox.limits, sock, [pid], False, lock
         loading = None  # the student cell running now
         try:

@@ -5,7 +5,8 @@
   that changes nothing leaves them bit for bit as they were.
 * **Loading** says what went wrong: ``sys.exit()``, ``exit()``, ``SystemExit`` or
   ``KeyboardInterrupt`` at import is named as such; a cell that hangs or crashes at import is
-  named, and the grader runs it once: every part needing it fails at once, the others are graded.
+  named, and the grader runs it once: every part needing it fails at once, the others are graded;
+  a call that hangs fails its part and is remembered (``NotebookResult.hung``).
 * **Plain data in other types** (a ``Counter`` from ``get_stats``) scores full marks end to end.
 """
 from __future__ import annotations
@@ -139,6 +140,21 @@ def test_a_cell_that_hangs_at_import_costs_one_time_limit_not_one_per_part(tmp_p
                                              f"loading within {limit:g} s") for g in sdpa)
     assert result.stopped == result.messages[min(sdpa)]
     assert elapsed < 2 * limit, elapsed  # one time limit, not four
+
+
+@pytest.mark.slow
+def test_a_call_that_hangs_fails_its_part_only_and_is_remembered_so_feedback_does_not_rerun_it(tmp_path):
+    """merge_heads loops on every call: its part fails at the time limit, the other six pass, and the
+    result says so (``hung``: feedback does not run that notebook again, a time limit per cell)."""
+    looping = "import torch\ndef merge_heads(x):\n    while True:\n        pass\n"
+    path, source = _attention_with(tmp_path, {"merge_heads": looping})
+    module = find_lab("attention").checks
+    with Sandbox(Limits(wall_seconds=3.0), autograder.paths_hidden_from_students(*CHECKOUT.private),
+                 rubric=module.__name__) as sandbox:
+        result = autograder.grade_notebook(sandbox, module, path, source)
+    merge = {c.grade_id for c in module.RUBRIC if "merge_heads" in c.functions}
+    assert {g for g, (score, _) in result.scores.items() if score == 0} == merge, result.messages
+    assert result.hung is not None and result.hung == result.messages[min(merge)] and result.stopped is None
 
 
 # --- plain data in other types, end to end ----------------------------------------------------------
