@@ -248,3 +248,58 @@ def test_a_run_past_its_deadline_is_killed_and_reported_for_that_student():
             feedback.execute_submission(box, course, NOTEBOOK, b'{"cells": []}')  # nbgrader cannot even start
         assert time.monotonic() - start < 10
     assert wait_for_no_sandbox_processes() == []
+
+
+# --- the course installed in the system's temporary folder --------------------------------------------
+
+GRADE_WITH_FEEDBACK = r"""
+import json, sys
+from pathlib import Path
+import course_lib
+from course_grader import autograder, course, feedback
+from course_grader.registry import lab
+request = json.load(sys.stdin)
+root, name = Path(request["root"]), request["lab"]
+course_dir = course.scratch_course(root / "course", Path(request["labs"]))
+course.generate_release(course_dir, name)
+submissions = {"student": Path(request["submission"])}
+hidden = [Path(p) for p in request["hidden"]]
+results = autograder.grade_batch(course_dir, name, submissions, workers=0, progress=False, hidden_paths=hidden)
+notes = feedback.write_feedback_notebooks(course_dir, name, lab(name).checks, results, submissions, root / "out",
+                                          workers=1, hidden_paths=hidden)
+print(json.dumps({"course_lib": course_lib.__file__, "notes": notes, "total": results["student"].total}))
+"""
+
+
+@pytest.mark.slow
+def test_feedback_runs_the_demo_cells_when_the_course_is_installed_in_the_temporary_folder():
+    """The sandbox gives each run an empty /tmp; a course_lib installed under it must still import in the
+    feedback notebook's kernel (its ungraded demo cell uses course_lib.MultiHeadAttention)."""
+    import os
+    import subprocess
+    import tempfile
+
+    from tests.grader.test_reference_policy import make_site_install
+
+    with tempfile.TemporaryDirectory(prefix="course-in-tmp-", dir=tempfile.gettempdir()) as work:
+        root = Path(work)
+        python = make_site_install(root / "site")
+        submission = root / "subs" / "student" / LAB / RELEASE.name
+        submission.parent.mkdir(parents=True)
+        submission.write_text(json.dumps(course.fill_solutions(RELEASE, course.solution_code(SOURCE))))
+        request = {"root": str(root), "lab": LAB, "labs": str(CHECKOUT.labs), "submission": str(submission),
+                   "hidden": [str(p) for p in CHECKOUT.private]}
+        jupyter = str(Path(sys.prefix) / "share" / "jupyter")  # nbconvert's templates, borrowed like the packages
+        path = f"{python.parent}:{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"  # alembic
+        done = subprocess.run([str(python), "-P", "-c", GRADE_WITH_FEEDBACK], input=json.dumps(request),
+                              capture_output=True, text=True, timeout=900, cwd=root,
+                              env={**os.environ, "PATH": path, "JUPYTER_PATH": jupyter})
+        assert done.returncode == 0, done.stderr[-3000:]
+        reply = json.loads(done.stdout.strip().splitlines()[-1])
+        html = root / "out" / "student" / LAB / f"{NOTEBOOK}.html"
+        assert html.is_file(), reply["notes"]
+        page = html.read_text(encoding="utf-8")
+    assert reply["course_lib"].startswith(tempfile.gettempdir() + "/") and "/site/" in reply["course_lib"]
+    assert reply["notes"] == {} and reply["total"] == sum(POINTS.values())
+    assert "ModuleNotFoundError" not in page and "No module named" not in page
+    assert "same as course_lib.MultiHeadAttention: True" in page  # the demo cell ran, with course_lib
