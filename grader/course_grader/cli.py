@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import autograder, bench, course, feedback
@@ -260,6 +262,7 @@ BENCH_USAGE = """Benchmark the sandboxed autograder and its feedback on N realis
     (no options)            200 submissions of 01_attention, 2 workers, with feedback
     -n 40 --workers 1       quicker
     --no-feedback           grading only
+    --json FILE             also record the figures, command, date and load in FILE
 
 The submissions cycle through the lab's solution, its stub, its known mistakes in the checkout's
 tests/fixtures/labs/<topic>/, two attacks of tests/fixtures/attacks/ (lab 01) and a notebook that
@@ -279,7 +282,10 @@ def bench_main(argv: list[str] | None = None, *, root: Path, prog: str | None = 
                         help="seconds one graded part may take, as for grade.py (default: %(default)s)")
     parser.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
                         help="also make the feedback notebooks, as grade.py does (default: on)")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the figures to FILE with the command, the date and the load")
     args, checkout = _parse(parser, argv, root)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     rows, consistent = bench.benchmark(args.lab, args.submissions, args.workers, labs_dir=checkout.labs,
                                        mistakes_dir=checkout.mistakes(find_lab(args.lab)),
                                        attacks_dir=checkout.root / "tests" / "fixtures" / "attacks",
@@ -288,4 +294,9 @@ def bench_main(argv: list[str] | None = None, *, root: Path, prog: str | None = 
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    if args.json:
+        record = {"command": " ".join([prog or "bench_grading.py", *(sys.argv[1:] if argv is None else argv)]),
+                  "started": started, "ended": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "consistent": consistent, "figures": dict(rows)}
+        args.json.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return 0 if consistent else 1

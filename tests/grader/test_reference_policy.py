@@ -1,9 +1,9 @@
 """The reference policy (:mod:`course_grader.reference_policy`): a lab's functions must be the student's own.
 
 Each submission of ``tests/fixtures/reference_use/`` hands back course_lib's implementation one way
-or another (an import, importlib, a package walk, its source file or its inspect.getsource text run as the student's, a helper's
-``__globals__``, a plain assignment, a thread, a forked child) and would score full marks without
-the policy. Graded by the sandboxed grader, each loses exactly its ``LOST`` cells, each with the
+or another (an import, importlib, a package walk, its source file or its ``inspect.getsource`` text
+run as the student's, a helper's ``__globals__``, a plain assignment, a thread, a forked child) and
+would score full marks without the policy. Graded by the sandboxed grader, each loses exactly its ``LOST`` cells, each with the
 policy's message, while the honest solution keeps full marks, both with the checkout's editable
 install and with a regular site-packages install of course_lib and course_grader (a venv made in
 the test, torch and nbgrader borrowed from the course's environment through a ``.pth`` file). The
