@@ -6,7 +6,9 @@ released whatever the student did to them, each graded cell ending with the grad
 hint. The slow test makes real feedback for lab 01 in a scratch course: a failing submission's
 HTML has the hint and no hidden test, an attack (a 50 MB print, writes to both gradebooks, reads
 of the hidden checks) is capped and changes no gradebook row, a corrupt notebook is that
-student's error only, and no sandboxed process is left.
+student's error only, and no sandboxed process is left. With course_lib installed under the system's
+temporary folder (as sources outside the venv, or in its site-packages), the feedback kernel still
+imports it: the lab's demo cell runs.
 """
 from __future__ import annotations
 
@@ -271,10 +273,32 @@ print(json.dumps({"course_lib": course_lib.__file__, "notes": notes, "total": re
 """
 
 
+def _sources_install(root: Path) -> Path:
+    """Like an editable install: course_lib and course_grader's sources in ``root/src``, outside the venv's
+    prefix, found through a ``.pth`` file; the course's environment provides the rest. Returns its Python."""
+    import shutil
+    import subprocess
+    import sysconfig
+
+    from tests.paths import REPO
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pt")
+    shutil.copytree(REPO / "course_lib", root / "src" / "course_lib", ignore=ignore)
+    shutil.copytree(REPO / "grader" / "course_grader", root / "src" / "course_grader", ignore=ignore)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True, timeout=120)
+    python = root / "venv" / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "course-sources.pth").write_text(f"{root / 'src'}\n{sysconfig.get_paths()['purelib']}\n")
+    return python
+
+
 @pytest.mark.slow
-def test_feedback_runs_the_demo_cells_when_the_course_is_installed_in_the_temporary_folder():
-    """The sandbox gives each run an empty /tmp; a course_lib installed under it must still import in the
-    feedback notebook's kernel (its ungraded demo cell uses course_lib.MultiHeadAttention)."""
+@pytest.mark.parametrize("install", ["sources", "site-packages"])
+def test_feedback_runs_the_demo_cells_when_the_course_is_installed_in_the_temporary_folder(install):
+    """The sandbox gives each run an empty /tmp; a course_lib installed under it, as sources outside the venv
+    (like an editable install) or in the venv's site-packages, must still import in the feedback notebook's
+    kernel (its ungraded demo cell uses course_lib.MultiHeadAttention)."""
     import os
     import subprocess
     import tempfile
@@ -283,7 +307,7 @@ def test_feedback_runs_the_demo_cells_when_the_course_is_installed_in_the_tempor
 
     with tempfile.TemporaryDirectory(prefix="course-in-tmp-", dir=tempfile.gettempdir()) as work:
         root = Path(work)
-        python = make_site_install(root / "site")
+        python = make_site_install(root / "site") if install == "site-packages" else _sources_install(root / "site")
         submission = root / "subs" / "student" / LAB / RELEASE.name
         submission.parent.mkdir(parents=True)
         submission.write_text(json.dumps(course.fill_solutions(RELEASE, course.solution_code(SOURCE))))
@@ -299,7 +323,8 @@ def test_feedback_runs_the_demo_cells_when_the_course_is_installed_in_the_tempor
         html = root / "out" / "student" / LAB / f"{NOTEBOOK}.html"
         assert html.is_file(), reply["notes"]
         page = html.read_text(encoding="utf-8")
-    assert reply["course_lib"].startswith(tempfile.gettempdir() + "/") and "/site/" in reply["course_lib"]
+    assert reply["course_lib"].startswith(f"{root}/site/{'venv' if install == 'site-packages' else 'src'}/")
+    assert reply["course_lib"].startswith(tempfile.gettempdir() + "/")
     assert reply["notes"] == {} and reply["total"] == sum(POINTS.values())
     assert "ModuleNotFoundError" not in page and "No module named" not in page
     assert "same as course_lib.MultiHeadAttention: True" in page  # the demo cell ran, with course_lib
