@@ -4,10 +4,14 @@
 * :mod:`.cells`: what nbgrader's metadata says of a notebook's cells (solution, test, locked), read once.
 * :mod:`.course`: the labs' nbgrader course: scratch copies, releases, test submissions, plain
   (unsandboxed) nbgrader grading of trusted submissions.
-* :mod:`.sandbox` (with :mod:`.sandbox_child` and :mod:`.protocol`): run untrusted student code in a
-  fresh, isolated, limited process; exchange plain arrays with it, never pickles.
+* :mod:`.sandbox` (with :mod:`.sandbox_process`, :mod:`.sandbox_child`, :mod:`.sandbox_part`,
+  :mod:`.protocol` and :mod:`.locks`): run untrusted student code in a fresh, isolated, limited
+  process with uids of its own; exchange plain arrays with it, never pickles.
+* :mod:`.reference_policy`: the lab's functions must be the student's own work (no course_lib
+  implementation, no grading code), checked inside the sandbox.
 * :mod:`.autograder`: grade a folder of submissions part by part, sandboxed, into nbgrader's gradebook.
-* :mod:`.feedback`: nbgrader's feedback notebooks, executed in the sandbox without the hidden tests.
+* :mod:`.feedback` (with :mod:`.feedback_rebuild`): nbgrader's feedback notebooks, executed in the sandbox
+  without the hidden tests, warm.
 * :mod:`.bench`: the sandboxed grader's throughput.
 * :mod:`.cli`: the command lines behind ``scripts/labs.py``, ``scripts/grade.py`` and
   ``scripts/bench_grading.py`` (also ``python -m course_grader labs|grade|bench``).

@@ -3,12 +3,14 @@
 For each criterion of a lab's ``RUBRIC`` (:mod:`course_lib.lab_checks.rubric`) the grader sends a
 :class:`~course_grader.sandbox.Sandbox` only the trusted set-up cell of the lab's *source*
 notebook and the student's solution cells that define the criterion's functions (see
-:func:`criterion_source`); the sandbox defines the lab's references of the *other* functions
+:func:`criterion_cells`); the sandbox defines the lab's references of the *other* functions
 around them (helpers a student's function may call, so a mistake costs only its own cell). The
 criterion then runs here, in the trusted process, through ``RUBRIC.run`` on stand-ins for those
 functions, exactly as nbgrader runs it in the student's kernel. The
 student's test cells are never used, so edited, deleted, duplicated or retyped test cells change
-nothing, and no student code runs in this process.
+nothing, and no student code runs in this process. A part whose code uses course_lib's
+implementation or the grading code scores 0 (:mod:`~course_grader.reference_policy`); a cell that
+hangs or crashes while it loads is run once, and every part that needs it fails with its message.
 
 :func:`grade_batch` grades a folder of submissions with ``workers`` processes (each with its own
 sandbox zygote) and writes each student's scores to the nbgrader gradebook in one transaction. A
@@ -31,8 +33,8 @@ from .registry import lab as find_lab
 from .sandbox import Limits, Sandbox, SandboxError
 
 __all__ = [
-    "NotebookResult", "criterion_source", "grade_batch", "grade_notebook", "graded_students", "grading_device",
-    "paths_hidden_from_students", "part_source", "record", "setup_source",
+    "NotebookResult", "criterion_cells", "grade_batch", "grade_notebook", "graded_students", "grading_device",
+    "part_cells", "part_source", "paths_hidden_from_students", "record", "setup_source",
 ]
 
 
@@ -41,6 +43,8 @@ class NotebookResult:
     scores: dict[str, tuple[float, float]]  # grade_id -> (score, max score)
     messages: dict[str, str] = field(default_factory=dict)  # grade_id -> why it failed
     error: str | None = None  # the whole notebook could not be graded
+    stopped: str | None = None  # a cell hung or crashed while it loaded: why (its parts failed without rerunning it)
+    hung: str | None = None  # a graded call ran past its time limit: why (feedback does not run the notebook again)
 
     @property
     def total(self) -> float:
@@ -53,17 +57,23 @@ def setup_source(source_notebook: dict) -> str:
                        if cells.is_code(cell) and cells.is_locked(cell) and not cells.is_grade(cell))
 
 
-def part_source(notebook: dict, names: Iterable[str]) -> str:
+def part_cells(notebook: dict, names: Iterable[str]) -> list[str]:
     """The student's solution cells that define any of ``names``, in notebook order."""
     names = list(names)
-    return "\n\n".join(cells.source(cell) for cell in notebook["cells"] if cells.is_code(cell)
-                       and cells.is_solution(cell) and cells.defines_any(cells.source(cell), names))
+    return [cells.source(cell) for cell in notebook["cells"] if cells.is_code(cell)
+            and cells.is_solution(cell) and cells.defines_any(cells.source(cell), names)]
 
 
-def criterion_source(source_notebook: dict, notebook: dict, functions: Iterable[str]) -> str:
-    """What one graded part runs: the set-up, then the student's cells for ``functions`` (the sandbox
-    defines the lab's references of the other functions around it: ``RUBRIC.helpers``)."""
-    return "\n\n".join([setup_source(source_notebook), part_source(notebook, functions)])
+def part_source(notebook: dict, names: Iterable[str]) -> str:
+    """:func:`part_cells` as one source."""
+    return "\n\n".join(part_cells(notebook, names))
+
+
+def criterion_cells(source_notebook: dict, notebook: dict, functions: Iterable[str]) -> tuple[str, list[str]]:
+    """What one graded part runs: the set-up (trusted: the reference policy allows what it uses) and the
+    student's cells for ``functions`` (the sandbox defines the lab's references of the other functions
+    around them: ``RUBRIC.helpers``)."""
+    return setup_source(source_notebook), part_cells(notebook, functions)
 
 
 def grade_notebook(sandbox: Sandbox, module, notebook_path: Path, source_notebook: dict,
@@ -71,26 +81,46 @@ def grade_notebook(sandbox: Sandbox, module, notebook_path: Path, source_noteboo
     """Score one submitted notebook against ``module.RUBRIC``, each criterion in its own sandboxed process.
 
     ``device``: where the student's functions compute (the checks' own inputs and reference run on
-    :func:`course_lib.get_device`, in this process).
+    :func:`course_lib.get_device`, in this process). A cell that hangs or crashes while it loads fails
+    every part that needs it, but runs (and costs its time limit) once. A part whose code breaks the
+    reference policy (:mod:`~course_grader.reference_policy`) scores 0 with the policy's message.
     """
     scores = {c.grade_id: (0.0, float(c.points)) for c in module.RUBRIC}
     try:
         notebook = cells.load_notebook(notebook_path)
     except cells.NotebookError as error:  # that student scores 0, the others are graded
         return NotebookResult(scores, error=str(error))
-    messages = {}
+    messages: dict[str, str] = {}
+    stopped: dict[str, str] = {}  # cell source -> why it stopped loading
+    hung = None
     for criterion in module.RUBRIC:
-        source = criterion_source(source_notebook, notebook, criterion.functions)
+        setup, student_cells = criterion_cells(source_notebook, notebook, criterion.functions)
+        known = next((stopped[cell] for cell in student_cells if cell in stopped), None)
+        if known is not None:
+            messages[criterion.grade_id] = known
+            continue
         helpers = module.RUBRIC.helpers(criterion.grade_id)
-        with sandbox.run(source, criterion.functions, device=device, helpers=helpers) as part:
+        passed = False
+        with sandbox.run(student_cells, criterion.functions, device=device, helpers=helpers, setup=setup) as part:
+            if part.stuck_cell is not None:
+                stopped[student_cells[part.stuck_cell]] = str(part.load_error)
             try:
+                if isinstance(part.load_error, SandboxError):  # a hang, a crash, sys.exit(): said as it is
+                    raise part.load_error
                 module.RUBRIC.run(criterion.grade_id, *(part.function(name) for name in criterion.functions))
-                scores[criterion.grade_id] = (float(criterion.points), float(criterion.points))
+                passed = True
             except (AssertionError, SandboxError) as failure:
                 messages[criterion.grade_id] = str(failure)
             except Exception as failure:  # a check tripped on an odd but legal result: still that part only
                 messages[criterion.grade_id] = f"{type(failure).__name__}: {failure}"
-    return NotebookResult(scores, messages)
+            violation = part.policy_violation()
+            if part.timed_out and part.load_error is None and criterion.grade_id in messages:
+                hung = hung or messages[criterion.grade_id]  # a graded call ran out of time
+        if violation is not None:
+            messages[criterion.grade_id] = violation
+        elif passed:
+            scores[criterion.grade_id] = (float(criterion.points), float(criterion.points))
+    return NotebookResult(scores, messages, stopped=next(iter(stopped.values()), None), hung=hung)
 
 
 # --- the gradebook ----------------------------------------------------------------------------

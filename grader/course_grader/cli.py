@@ -8,7 +8,7 @@ their own checkout (``python -m course_grader COMMAND`` runs them on the current
                                grading of trusted submissions, test submissions
 ``scripts/grade.py``           :func:`grade_main`: sandboxed grading of real submissions, with
                                text and HTML feedback
-``scripts/bench_grading.py``   :func:`bench_main`: the sandboxed grader's throughput
+``scripts/bench_grading.py``   :func:`bench_main`: the grader's throughput, with and without feedback
 =============================  ===============================================================
 
 :class:`Checkout` is the one place that knows where a checkout keeps its labs and tests; the
@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import autograder, bench, course, feedback
@@ -255,15 +257,19 @@ def grade_main(argv: list[str] | None = None, *, root: Path, prog: str | None = 
 
 # --- scripts/bench_grading.py -------------------------------------------------------------------
 
-BENCH_USAGE = """Benchmark the sandboxed autograder: N synthetic honest submissions of a lab, graded in parallel.
+BENCH_USAGE = """Benchmark the sandboxed autograder and its feedback on N realistic submissions of a lab.
 
-    (no options)            200 submissions of 01_attention, 2 workers
+    (no options)            200 submissions of 01_attention, 2 workers, with feedback
     -n 40 --workers 1       quicker
+    --no-feedback           grading only
+    --json FILE             also record the figures, command, date and load in FILE
 
-The submissions cycle through the lab's solution, its stub and its known mistakes in the checkout's
-tests/fixtures/labs/<topic>/; the table shows the per-part overhead, the set-up, the grading
-throughput and whether every kind of submission scored the same every time (course_grader.bench).
-Exits 1 when the scores are inconsistent; never on timing.
+The submissions cycle through the lab's solution, its stub, its known mistakes in the checkout's
+tests/fixtures/labs/<topic>/, two attacks of tests/fixtures/attacks/ (lab 01) and a notebook that
+loops forever at import; the table shows the per-part overhead, the set-up, the throughput without
+and with feedback, the machine's load, and whether every kind of submission scored the same every
+time (course_grader.bench). Exits 1 when the scores are inconsistent or a submission was missed;
+never on timing.
 """
 
 
@@ -272,11 +278,25 @@ def bench_main(argv: list[str] | None = None, *, root: Path, prog: str | None = 
     parser.add_argument("-n", "--submissions", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--lab", default="01_attention", choices=[lab.assignment for lab in LABS])
+    parser.add_argument("--timeout", type=float, default=Limits.wall_seconds,
+                        help="seconds one graded part may take, as for grade.py (default: %(default)s)")
+    parser.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
+                        help="also make the feedback notebooks, as grade.py does (default: on)")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the figures to FILE with the command, the date and the load")
     args, checkout = _parse(parser, argv, root)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     rows, consistent = bench.benchmark(args.lab, args.submissions, args.workers, labs_dir=checkout.labs,
                                        mistakes_dir=checkout.mistakes(find_lab(args.lab)),
-                                       hidden_paths=checkout.private)
+                                       attacks_dir=checkout.root / "tests" / "fixtures" / "attacks",
+                                       hidden_paths=checkout.private, with_feedback=args.feedback,
+                                       timeout=args.timeout)
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    if args.json:
+        record = {"command": " ".join([prog or "bench_grading.py", *(sys.argv[1:] if argv is None else argv)]),
+                  "started": started, "ended": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "consistent": consistent, "figures": dict(rows)}
+        args.json.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return 0 if consistent else 1

@@ -1,20 +1,26 @@
 """The untrusted side of the sandbox: the zygote process and the child it forks for every graded part.
 
 :class:`~course_grader.sandbox.Sandbox` starts this module (``python -I -m course_grader.sandbox_child``),
-the *zygote*: it imports torch and numpy once, then forks one child per part on request. A child
+the *zygote*: it imports torch and numpy once (and the lab's references, when it has a rubric),
+then forks one child per part on request. A child
 
 * unshares network, PID, mount and IPC namespaces (each one the kernel refuses becomes a
-  warning), mounts an empty writable tmpfs over ``/tmp`` and ``/dev/shm`` and an empty read-only
-  one over every hidden path, and forks the first process of its PID namespace;
+  warning), mounts an empty writable tmpfs over ``/tmp`` and ``/dev/shm``, binds back what
+  Python needs from under them (the Python installation and the course_lib package, when a clone
+  and its venv live under ``/tmp``), then mounts an empty read-only tmpfs over every hidden path
+  (last, so nothing bound back uncovers one), and forks the first process of its PID namespace;
 * that process mounts a /proc showing only its namespace, sets limits on CPU time, address
-  space, written file size and processes, drops to uid/gid ``uid_base + n % 1000`` when root,
-  sets no-new-privileges and death-on-parent-exit, sends stdout/stderr to /dev/null, and runs
-  the part's source, then answers calls (:mod:`~course_grader.protocol`).
+  space, written file size and processes, drops to uid/gid ``uid_base + n % uid_count`` when root
+  (the sandbox's own range: :mod:`~course_grader.locks`), sets no-new-privileges and
+  death-on-parent-exit, sends stdout/stderr to /dev/null, and serves the part
+  (:mod:`~course_grader.sandbox_part`, under the reference policy of
+  :mod:`~course_grader.reference_policy`).
 
 A *command* child (``fork exec``) is isolated the same way but with its loopback interface up
 (a Jupyter kernel talks to its client over 127.0.0.1): it writes the files it is sent into its
-private ``/tmp``, runs one command there (e.g. ``nbgrader autograde``) and sends back the files
-asked for, as bytes. Used for the feedback notebooks (:mod:`~course_grader.feedback`).
+private ``/tmp``, runs one command there (e.g. ``nbgrader autograde``, warm: the zygote imported it,
+the ``preload`` modules) and sends back the files asked for, as bytes
+(:mod:`~course_grader.sandbox_command`). Used for the feedback notebooks (:mod:`~course_grader.feedback`).
 
 A part asked for on ``cuda`` initialises CUDA itself, in the child, after dropping privileges:
 the zygote never touches CUDA (a process forked after CUDA is initialised cannot use it), so
@@ -27,31 +33,28 @@ Linux only.
 """
 from __future__ import annotations
 
-import builtins
 import ctypes
 import fcntl
 import importlib
+import importlib.util
 import os
 import resource
 import signal
 import socket
 import struct
-import subprocess
 import sys
 
-import numpy as np
 import torch
 
-from .protocol import decode, encode, recv, safe_text, send
+from . import sandbox_command, sandbox_part
+from .protocol import send
 
-__all__ = ["CLONE", "GPU_MEMORY_FRACTION", "main"]
+__all__ = ["CLONE", "main"]
 
 CLONE = {"net": 0x40000000, "pid": 0x20000000, "mount": 0x00020000, "ipc": 0x08000000}
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
-LOG_CHARS = 4000  # of a command's output, sent back to explain a failure
-GPU_MEMORY_FRACTION = 0.5  # of the GPU's memory, for one part's tensors (one GPU part runs at a time)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 REFERENCES: dict = {}  # the zygote's lab's RUBRIC.references (name -> the course's implementation)
@@ -76,19 +79,12 @@ def _isolate(config: dict, loopback: bool = False) -> tuple[list[str], list[str]
         warnings.append("could not bring up the loopback interface: kernels cannot start")
     scratch_size = f"size={config['limits'].get('scratch_bytes', 16 << 20)},mode=1777".encode()
     if "mount" in done and _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0:
-        # Python itself may live under /tmp (a venv in a clone there): keep a handle to bind it back.
-        python_dirs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)}
-        covered = [d for d in python_dirs if any(d.startswith(s + "/") for s in ("/tmp", "/dev/shm"))]
+        # Python and the course's library may live under /tmp (a clone there, its venv): bind them back.
+        needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, *config.get("needed", ()))}
+        covered = [d for d in needed if any(d.startswith(s + "/") for s in ("/tmp", "/dev/shm")) and os.path.isdir(d)]
         handles = {d: os.open(d, os.O_PATH) for d in covered}
-        for path in [*config["hidden"], "/tmp", "/dev/shm"]:
-            scratch = path in ("/tmp", "/dev/shm")  # writable and empty; hidden paths empty and read-only
-            if os.path.isdir(path):
-                flags = MS_NOSUID | MS_NODEV | (0 if scratch else MS_RDONLY)
-                ok = _libc.mount(b"tmpfs", path.encode(), b"tmpfs", flags,
-                                 scratch_size if scratch else b"size=4k,mode=755") == 0
-            else:
-                ok = not os.path.exists(path) or _libc.mount(b"/dev/null", path.encode(), None, MS_BIND, None) == 0
-            if not ok:
+        for path in ("/tmp", "/dev/shm"):  # writable and empty
+            if _libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, scratch_size) != 0:
                 warnings.append(f"could not hide {path}")
         for directory, handle in handles.items():
             os.makedirs(directory, exist_ok=True)
@@ -96,6 +92,14 @@ def _isolate(config: dict, loopback: bool = False) -> tuple[list[str], list[str]
                 warnings.append(f"could not expose {directory} to the sandbox: student imports may fail")
             os.close(handle)
         warnings += _expose_python()
+        for path in config["hidden"]:  # last, on the view the child keeps: nothing bound back uncovers them
+            if os.path.isdir(path):
+                ok = _libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY,
+                                 b"size=4k,mode=755") == 0
+            else:
+                ok = not os.path.exists(path) or _libc.mount(b"/dev/null", path.encode(), None, MS_BIND, None) == 0
+            if not ok:
+                warnings.append(f"could not hide {path}")
     elif config["hidden"]:
         warnings.append("no mount namespace: hidden paths are protected by file permissions only")
     if os.geteuid() != 0:
@@ -142,7 +146,7 @@ def _drop_privileges(config: dict, number: int, isolation: list[str], device: st
                           (resource.RLIMIT_FSIZE, limits["file_bytes"]), (resource.RLIMIT_NPROC, limits["processes"])):
         resource.setrlimit(rlimit, (value, value))
     if os.geteuid() == 0:
-        uid = config["uid_base"] + number % 1000
+        uid = config["uid_base"] + number % config["uid_count"]
         os.chown(workdir, uid, uid)
         os.chmod(workdir, 0o700)
         os.setgroups([])
@@ -159,87 +163,6 @@ def _drop_privileges(config: dict, number: int, isolation: list[str], device: st
     return workdir
 
 
-def _start_device(device: str) -> None:
-    """CUDA for this child only, with its memory capped; before the student's code can interfere."""
-    if device == "cuda":
-        torch.cuda.init()
-        torch.cuda.set_per_process_memory_fraction(GPU_MEMORY_FRACTION)
-
-
-def _serve(sock: socket.socket, max_bytes: int, device: str) -> None:
-    """Run the part's source, the lab's references of the other functions around it, then answer calls
-    until the parent hangs up."""
-    header, _ = recv(sock, max_bytes)
-    namespace = {"__name__": "__student__", "__builtins__": builtins}
-    try:
-        _start_device(device)
-        unknown = [name for name in header.get("helpers", []) if name not in REFERENCES]
-        if unknown:
-            raise LookupError(f"the sandbox holds no reference for {', '.join(map(str, unknown))}")
-        helpers = {name: REFERENCES[name] for name in header.get("helpers", [])}
-        namespace.update(helpers)  # before: code at the top of a cell may call them
-        exec(compile(header["source"], "<student code>", "exec"), namespace)
-        namespace.update(helpers)  # after: the part grades its own functions only, every other one is the reference
-        missing = [n for n in header["names"] if not callable(namespace.get(n))]
-        if missing:
-            raise NameError(f"your notebook does not define {', '.join(missing)}")
-        send(sock, {"ok": True})
-    except BaseException as error:  # SystemExit and KeyboardInterrupt too: report, keep serving
-        send(sock, {"error": type(error).__name__, "message": safe_text(error, 1000)})
-    while True:
-        header, arrays = recv(sock, max_bytes)
-        try:
-            args = decode(header["args"], arrays, device)
-            kwargs = {k: decode(v, arrays, device) for k, v in header["kwargs"].items()}
-            result = namespace[header["name"]](*args, **kwargs)
-            out: list = []
-            spec = encode(result, out)  # copies tensors to the CPU
-            send(sock, {"result": spec}, out)
-        except BaseException as error:
-            try:
-                message = str(error)
-            except BaseException:
-                message = "(the exception's message could not be shown)"
-            send(sock, {"error": type(error).__name__, "message": safe_text(message, 1000)})
-
-
-def _run_command(sock: socket.socket, max_bytes: int, workdir: str) -> None:
-    """Write the files sent, run the command in ``workdir``, send back the files asked for.
-
-    Everything here runs as the sandbox's uid, so whatever the command does (a kernel running
-    student code) only touches this private ``workdir``; the parent trusts none of the reply.
-    """
-    header, blobs = recv(sock, max_bytes)
-    for name, blob in zip(header["files"], blobs):
-        path = os.path.join(workdir, name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as file:
-            file.write(blob.tobytes())
-    log_path = os.path.join(workdir, ".command.log")
-    with open(log_path, "wb") as log:
-        try:
-            returncode = subprocess.run(header["argv"], check=False, cwd=workdir, env={**os.environ, **header["env"]},
-                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log).returncode
-        except OSError as error:
-            returncode, _ = 127, log.write(str(error).encode())
-    with open(log_path, "rb") as log:
-        log.seek(max(0, os.path.getsize(log_path) - LOG_CHARS))
-        tail = log.read().decode("utf-8", "replace")
-    fetched, arrays, room = [], [], max_bytes - (1 << 20)
-    for name in header["fetch"]:
-        try:
-            fd = os.open(os.path.join(workdir, name), os.O_RDONLY | os.O_NOFOLLOW)
-            with open(fd, "rb") as file:
-                data = file.read(room + 1)
-        except OSError:
-            continue
-        if len(data) <= room:
-            room -= len(data)
-            fetched.append(name)
-            arrays.append(np.frombuffer(data, dtype=np.uint8))
-    send(sock, {"returncode": returncode, "log": tail, "fetched": fetched}, arrays)
-
-
 def _child(fd: int, config: dict, number: int, device: str) -> None:
     os.setsid()  # its own process group, killed as a whole by the parent
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -250,9 +173,9 @@ def _child(fd: int, config: dict, number: int, device: str) -> None:
         try:
             workdir = _drop_privileges(config, number, isolation, device)
             if device == "exec":
-                _run_command(sock, config["limits"]["message_bytes"], workdir)
+                sandbox_command.run_command(sock, config["limits"]["message_bytes"], workdir)
             else:
-                _serve(sock, config["limits"]["message_bytes"], device)
+                sandbox_part.serve(sock, config["limits"]["message_bytes"], device, REFERENCES, config["guarded"])
         finally:
             os._exit(0)
     send(sock, {"init_pid": init, "isolation": isolation, "warnings": warnings})
@@ -275,9 +198,23 @@ def _load_references(module_name: str) -> None:
         sys.modules[parent].__dict__.pop(leaf, None)
 
 
+def _course_folders() -> dict[str, str]:
+    """``{folder: label}`` of the installed course_lib and course_grader packages (editable or not), found
+    without importing course_lib: the reference policy guards them, the /tmp cover must not hide course_lib."""
+    spec = importlib.util.find_spec("course_lib")
+    folders = {os.path.dirname(os.path.realpath(__file__)): "course_grader"}
+    if spec is not None and spec.origin:
+        folders[os.path.dirname(os.path.realpath(spec.origin))] = "course_lib"
+    return folders
+
+
 def main(fd: int, config: dict) -> None:
     """The zygote's loop: each request (``fork``, ``fork cuda`` or ``fork exec``, plus a socket) forks one child."""
     torch.set_num_threads(1)  # one core per part; two parts run side by side
+    for module in config.get("preload", ()):  # e.g. nbgrader and ipykernel, for warm commands
+        importlib.import_module(module)
+    config["guarded"] = _course_folders()
+    config["needed"] = [folder for folder, label in config["guarded"].items() if label == "course_lib"]
     if config.get("rubric"):
         _load_references(config["rubric"])
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel

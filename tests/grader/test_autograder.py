@@ -52,11 +52,13 @@ def test_a_part_runs_set_up_then_the_students_cells_only():
     source, notebook = cells.load_notebook(SOURCE), cells.load_notebook(RELEASE)
     notebook["cells"].append({"cell_type": "code", "metadata": {"nbgrader": {"solution": True}},
                               "source": "def causal_mask(size):\n    return 'mine'"})
-    code = autograder.criterion_source(source, notebook, ["causal_mask"])
-    assert code.index("import torch") < code.index("return 'mine'")
+    setup, student_cells = autograder.criterion_cells(source, notebook, ["causal_mask"])
+    assert "import torch" in setup and "def " not in setup  # the trusted set-up, run first and apart
+    assert student_cells[-1] == "def causal_mask(size):\n    return 'mine'"
+    code = "\n\n".join(student_cells)
     assert "def split_heads" not in code  # the other functions come from the rubric's references, in the sandbox
     assert code.count("def causal_mask") == 2  # the release stub and the student's: never the reference's
-    assert "BEGIN HIDDEN TESTS" not in code and "attention_checks" not in code
+    assert "BEGIN HIDDEN TESTS" not in code + setup and "attention_checks" not in code + setup
 
 
 def test_a_sandboxed_part_gets_the_references_of_the_other_functions_around_the_students_code():

@@ -167,7 +167,11 @@ def test_grade_command_end_to_end_and_rerun(tmp_path):
 @pytest.mark.slow
 def test_bench_command_grades_a_small_class_consistently():
     kinds = 2 + len(lab_files("attention").mistakes)  # the solution, the stub, the known mistakes
-    done = _run(REPO / "scripts" / "bench_grading.py", "-n", str(kinds + 2), "--workers", "1")  # two kinds twice
+    # ... two of them twice, and the four rare kinds once each (two attacks, two hangs): a 5 s limit keeps it quick
+    done = _run(REPO / "scripts" / "bench_grading.py", "-n", str(kinds + 2 + 4), "--workers", "1", "--timeout", "5")
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    assert "submissions/minute" in done.stdout and "consistent per kind: " in done.stdout
+    assert "without feedback" in done.stdout and "with feedback" in done.stdout and "load average" in done.stdout
     assert "no_scaling 10/12" in done.stdout and "solution 12/12" in done.stdout and "stub 0/12" in done.stdout
+    assert "hang_at_import 4/12" in done.stdout and "hang_in_part 11/12" in done.stdout
+    assert "attack_sys_exit 4/12" in done.stdout and "attack_always_equal 4/12" in done.stdout
+    assert "(2 not run)" in done.stdout  # the two hangs are not run again for their feedback

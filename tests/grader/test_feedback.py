@@ -6,7 +6,9 @@ released whatever the student did to them, each graded cell ending with the grad
 hint. The slow test makes real feedback for lab 01 in a scratch course: a failing submission's
 HTML has the hint and no hidden test, an attack (a 50 MB print, writes to both gradebooks, reads
 of the hidden checks) is capped and changes no gradebook row, a corrupt notebook is that
-student's error only, and no sandboxed process is left.
+student's error only, and no sandboxed process is left. With course_lib installed under the system's
+temporary folder (as sources outside the venv, or in its site-packages), the feedback kernel still
+imports it: the lab's demo cell runs.
 """
 from __future__ import annotations
 
@@ -212,7 +214,11 @@ def test_an_attack_is_capped_and_changes_no_gradebook(made):
     assert "gradebook: OperationalError" in page  # the real gradebook is not there to write
     assert "hidden file: FileNotFoundError" in page and "checks module: " in page
     assert not any(marker in page for marker in HIDDEN_SOURCE)
-    assert made["results"]["attacker"].total == sum(POINTS.values())
+    # Reading the lab's checks is a use of course_lib's implementation (the reference policy): that
+    # cell's part scores 0 with the policy's message; every other part keeps its points.
+    attacker = made["results"]["attacker"]
+    assert {g for g, (score, points) in attacker.scores.items() if score < points} == {"test_causal_mask"}
+    assert "this lab asks you to write it yourself" in attacker.messages["test_causal_mask"]
     assert _rows(made["course"] / "gradebook.db") == made["before"]  # every row, every student: scores unchanged
 
 
@@ -244,3 +250,81 @@ def test_a_run_past_its_deadline_is_killed_and_reported_for_that_student():
             feedback.execute_submission(box, course, NOTEBOOK, b'{"cells": []}')  # nbgrader cannot even start
         assert time.monotonic() - start < 10
     assert wait_for_no_sandbox_processes() == []
+
+
+# --- the course installed in the system's temporary folder --------------------------------------------
+
+GRADE_WITH_FEEDBACK = r"""
+import json, sys
+from pathlib import Path
+import course_lib
+from course_grader import autograder, course, feedback
+from course_grader.registry import lab
+request = json.load(sys.stdin)
+root, name = Path(request["root"]), request["lab"]
+course_dir = course.scratch_course(root / "course", Path(request["labs"]))
+course.generate_release(course_dir, name)
+submissions = {"student": Path(request["submission"])}
+hidden = [Path(p) for p in request["hidden"]]
+results = autograder.grade_batch(course_dir, name, submissions, workers=0, progress=False, hidden_paths=hidden)
+notes = feedback.write_feedback_notebooks(course_dir, name, lab(name).checks, results, submissions, root / "out",
+                                          workers=1, hidden_paths=hidden)
+print(json.dumps({"course_lib": course_lib.__file__, "notes": notes, "total": results["student"].total}))
+"""
+
+
+def _sources_install(root: Path) -> Path:
+    """Like an editable install: course_lib and course_grader's sources in ``root/src``, outside the venv's
+    prefix, found through a ``.pth`` file; the course's environment provides the rest. Returns its Python."""
+    import shutil
+    import subprocess
+    import sysconfig
+
+    from tests.paths import REPO
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pt")
+    shutil.copytree(REPO / "course_lib", root / "src" / "course_lib", ignore=ignore)
+    shutil.copytree(REPO / "grader" / "course_grader", root / "src" / "course_grader", ignore=ignore)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True, timeout=120)
+    python = root / "venv" / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "course-sources.pth").write_text(f"{root / 'src'}\n{sysconfig.get_paths()['purelib']}\n")
+    return python
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("install", ["sources", "site-packages"])
+def test_feedback_runs_the_demo_cells_when_the_course_is_installed_in_the_temporary_folder(install):
+    """The sandbox gives each run an empty /tmp; a course_lib installed under it, as sources outside the venv
+    (like an editable install) or in the venv's site-packages, must still import in the feedback notebook's
+    kernel (its ungraded demo cell uses course_lib.MultiHeadAttention)."""
+    import os
+    import subprocess
+    import tempfile
+
+    from tests.grader.test_reference_policy import make_site_install
+
+    with tempfile.TemporaryDirectory(prefix="course-in-tmp-", dir=tempfile.gettempdir()) as work:
+        root = Path(work)
+        python = make_site_install(root / "site") if install == "site-packages" else _sources_install(root / "site")
+        submission = root / "subs" / "student" / LAB / RELEASE.name
+        submission.parent.mkdir(parents=True)
+        submission.write_text(json.dumps(course.fill_solutions(RELEASE, course.solution_code(SOURCE))))
+        request = {"root": str(root), "lab": LAB, "labs": str(CHECKOUT.labs), "submission": str(submission),
+                   "hidden": [str(p) for p in CHECKOUT.private]}
+        jupyter = str(Path(sys.prefix) / "share" / "jupyter")  # nbconvert's templates, borrowed like the packages
+        path = f"{python.parent}:{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"  # alembic
+        done = subprocess.run([str(python), "-P", "-c", GRADE_WITH_FEEDBACK], input=json.dumps(request),
+                              capture_output=True, text=True, timeout=900, cwd=root,
+                              env={**os.environ, "PATH": path, "JUPYTER_PATH": jupyter})
+        assert done.returncode == 0, done.stderr[-3000:]
+        reply = json.loads(done.stdout.strip().splitlines()[-1])
+        html = root / "out" / "student" / LAB / f"{NOTEBOOK}.html"
+        assert html.is_file(), reply["notes"]
+        page = html.read_text(encoding="utf-8")
+    assert reply["course_lib"].startswith(f"{root}/site/{'venv' if install == 'site-packages' else 'src'}/")
+    assert reply["course_lib"].startswith(tempfile.gettempdir() + "/")
+    assert reply["notes"] == {} and reply["total"] == sum(POINTS.values())
+    assert "ModuleNotFoundError" not in page and "No module named" not in page
+    assert "same as course_lib.MultiHeadAttention: True" in page  # the demo cell ran, with course_lib
