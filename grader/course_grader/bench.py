@@ -1,7 +1,7 @@
 """Benchmark of the sandboxed grader, with its feedback, on a realistic class of N submissions of a lab.
 
-The class cycles through the lab's reference solution, its untouched stub and every known mistake
-(``tests/fixtures/labs/<topic>/``, written by :func:`course_grader.course.write_submissions`); spread
+The class cycles through the lab's reference solution, its untouched stub and every fixture, correct
+variant or known mistake (``tests/fixtures/labs/<topic>/``, written by :func:`course_grader.course.write_submissions`); spread
 over it, once each (:data:`RARE`), come two attacks (``tests/fixtures/attacks/``, lab 01: results that
 claim to equal anything, ``sys.exit()`` at import), a notebook whose first solution cell loops forever
 at import (it costs one time limit) and one whose last solution cell's function loops on every call
@@ -44,8 +44,8 @@ BENCH_ATTACKS = ("always_equal", "sys_exit")  # attack fixtures of lab 01 that n
 HANG = "\n\nwhile True:  # the student's own test, left running\n    pass\n"
 HANG_IN_PART = "\n\n\ndef {name}(*args, **kwargs):  # a second try, left unfinished: loops on every call\n" \
                "    while True:\n        pass\n"
-# Once each in a class (the rest cycles through the solution, the stub and the known mistakes): in a real
-# class a hang or an attack is rare, and each hang costs a whole time limit.
+# Once each in a class (the rest cycles through the solution, the stub, the correct variants and the known
+# mistakes): in a real class a hang or an attack is rare, and each hang costs a whole time limit.
 RARE = ("attack_always_equal", "attack_sys_exit", "hang_at_import", "hang_in_part")
 
 
