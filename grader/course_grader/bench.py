@@ -1,8 +1,8 @@
 """Benchmark of the sandboxed grader, with its feedback, on a realistic class of N submissions of a lab.
 
 The class cycles through the lab's reference solution, its untouched stub and every fixture, correct
-variant or known mistake (``tests/fixtures/labs/<topic>/``, written by :func:`course_grader.course.write_submissions`); spread
-over it, once each (:data:`RARE`), come two attacks (``tests/fixtures/attacks/``, lab 01: results that
+variant or known mistake (``tests/fixtures/labs/<topic>/``, written by
+:func:`course_grader.course.write_submissions`); spread over it, once each (:data:`RARE`), come two attacks (``tests/fixtures/attacks/``, lab 01: results that
 claim to equal anything, ``sys.exit()`` at import), a notebook whose first solution cell loops forever
 at import (it costs one time limit) and one whose last solution cell's function loops on every call
 (one time limit per part that calls it). Everything happens in a temporary folder; the checkout is
