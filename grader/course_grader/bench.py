@@ -1,12 +1,12 @@
 """Benchmark of the sandboxed grader, with its feedback, on a realistic class of N submissions of a lab.
 
-The class cycles through the lab's reference solution, its untouched stub and every fixture, correct
-variant or known mistake (``tests/fixtures/labs/<topic>/``, written by
-:func:`course_grader.course.write_submissions`); spread over it, once each (:data:`RARE`), come two attacks (``tests/fixtures/attacks/``, lab 01: results that
-claim to equal anything, ``sys.exit()`` at import), a notebook whose first solution cell loops forever
-at import (it costs one time limit) and one whose last solution cell's function loops on every call
-(one time limit per part that calls it). Everything happens in a temporary folder; the checkout is
-only read. :func:`benchmark` measures
+The class cycles through the lab's reference solution, its untouched stub and every fixture, correct variant
+or known mistake (``tests/fixtures/labs/<topic>/``, written by
+:func:`course_grader.course.write_submissions`); spread over it, once each (:data:`RARE`), come two attacks
+(``tests/fixtures/attacks/``, lab 01: results that claim to equal anything, ``sys.exit()`` at import), a
+notebook whose first solution cell loops forever at import (it costs one time limit) and one whose last
+solution cell's function loops on every call (one time limit per part that calls it). Everything happens in a
+temporary folder; the checkout is only read. :func:`benchmark` measures
 
 * per-part overhead: the cost of one sandboxed part on its own (fork from the zygote, namespaces,
   dropping privileges, loading an empty source, one call, killing it), median of many;
