@@ -16,7 +16,7 @@ subject, its modules small and in reading order:
 
 Below them: ``runtime`` (device, fast mode, checkpoints), ``data`` (the datasets), ``viz`` (plots,
 the explorers' frame, ``show_source``, offline bertviz, the book's Sphinx extension), ``notebooks``
-(the course's notebook headers), ``workspace`` (students' copies of the labs) and ``version``.
+(the course's notebook headers) and ``version``.
 **One rule for widgets:** each chapter's explorers live beside their topic, in
 ``course_lib/<topic>/widgets.py``, built on :class:`course_lib.viz.Explorer`. **One rule for
 imports:** a package imports only packages listed above it in this table (and the ones below

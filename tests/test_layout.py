@@ -1,7 +1,7 @@
 """The library's layout rules, read from the code's own imports: topic packages in one order, no circle.
 
 ``course_lib/__init__.py`` states them: a topic package imports only the topic packages listed above it
-(and the shared modules ``runtime``, ``data``, ``viz``, ``notebooks``, ``workspace``, ``version``, which
+(and the shared modules ``runtime``, ``data``, ``viz``, ``notebooks``, ``version``, which
 import no topic); nothing inside the library imports the package root; no import circle between modules
 (lazy imports inside functions count too); the students' library never imports the instructor's grader;
 no file anywhere puts a folder on ``sys.path`` (scripts are thin front ends over package functions).
@@ -17,7 +17,7 @@ from tests.paths import REPO
 
 LIBRARY = REPO / "course_lib"
 TOPICS = ["attention", "tokenization", "decoding", "seq2seq", "models", "reformer", "lab_checks"]
-SHARED = ["runtime", "data", "viz", "notebooks", "workspace", "version"]
+SHARED = ["runtime", "data", "viz", "notebooks", "version"]
 
 
 def _module_name(path: Path) -> str:

@@ -1,6 +1,8 @@
 """The instructor's side of the course: the nbgrader labs and grading submissions safely.
 
 * :mod:`.registry`: the labs, their assignment folders, notebooks and hidden checks.
+* :mod:`.workspace`: students' own copies of the labs in a checkout's git-ignored ``work/``
+  (``./course start-lab NAME``), looked up through the registry.
 * :mod:`.cells`: what nbgrader's metadata says of a notebook's cells (solution, test, locked), read once.
 * :mod:`.course`: the labs' nbgrader course: scratch copies, releases, test submissions, plain
   (unsandboxed) nbgrader grading of trusted submissions.

@@ -5,7 +5,7 @@ instructors and updated by every ``git pull``. Students do not work there. :func
 lab into the checkout's git-ignored ``work/<lab>/`` the first time and never overwrites a file there
 afterwards (it only adds files the release gained since), so a course update never touches, or
 conflicts with, a student's work. ``./course start-lab NAME`` calls it and opens JupyterLab on
-``work/``; ``python -m course_lib.workspace list`` shows the labs and which ones have a copy.
+``work/``; ``python -m course_grader.workspace list`` shows the labs and which ones have a copy.
 Colab and Binder already give every student a copy of their own, so they need none of this.
 
 Not covered: handing work in (students send ``work/<lab>/<notebook>.ipynb`` however their
@@ -19,6 +19,8 @@ import dataclasses
 import shutil
 import sys
 from pathlib import Path
+
+from .registry import LABS, lab as registered_lab
 
 __all__ = ["WORK_DIR", "LabNotFound", "StartedLab", "available_labs", "find_lab", "start_lab", "main"]
 
@@ -40,20 +42,22 @@ class StartedLab:
 
 
 def available_labs(root: Path) -> dict[str, Path]:
-    """``{assignment: release folder}`` for every lab of the checkout ``root``, in course order."""
+    """``{assignment: release folder}`` for every registered lab the checkout ``root`` has, in course order."""
     release = Path(root) / "labs" / "release"
     if not release.is_dir():
         raise LabNotFound(f"{release} does not exist: run this from a checkout of the course")
-    return {p.name: p for p in sorted(release.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    return {entry.assignment: release / entry.assignment for entry in LABS if (release / entry.assignment).is_dir()}
 
 
 def find_lab(name: str, root: Path) -> str:
     """The assignment a student means: its full name (``01_attention``) or its topic (``attention``)."""
     labs = available_labs(root)
-    topics = {assignment.split("_", 1)[-1]: assignment for assignment in labs}
-    found = name if name in labs else topics.get(name)
-    if found is None:
-        choices = ", ".join(f"{assignment} ({assignment.split('_', 1)[-1]})" for assignment in labs)
+    try:
+        found = registered_lab(name).assignment
+    except KeyError:
+        found = None
+    if found not in labs:
+        choices = ", ".join(f"{assignment} ({registered_lab(assignment).topic})" for assignment in labs)
         raise LabNotFound(f"there is no lab {name!r}; the labs are: {choices}")
     return found
 
@@ -99,8 +103,8 @@ def _describe(started: StartedLab, root: Path) -> str:
 
 
 def main(argv: list[str] | None = None, *, root: Path | None = None) -> int:
-    """``python -m course_lib.workspace start NAME | list``: what ``./course start-lab`` runs."""
-    parser = argparse.ArgumentParser(prog="python -m course_lib.workspace",
+    """``python -m course_grader.workspace start NAME | list``: what ``./course start-lab`` runs."""
+    parser = argparse.ArgumentParser(prog="python -m course_grader.workspace",
                                      description="Students' own copies of the labs, in work/<lab>/.")
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("start", help="copy a lab into work/ (once) and print its notebook's path")

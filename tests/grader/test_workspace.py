@@ -1,6 +1,6 @@
 """Students work on copies of the labs in the git-ignored work/ folder, and JupyterLab's checkpoints never count.
 
-:mod:`course_lib.workspace` runs on a copy of the checkout's labs (the real ``work/`` is never touched).
+:mod:`course_grader.workspace` runs on a copy of the checkout's labs (the real ``work/`` is never touched).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from course_grader import course
 from course_lib import notebooks
-from course_lib.workspace import LabNotFound, available_labs, find_lab, main, start_lab
+from course_grader.workspace import LabNotFound, available_labs, find_lab, main, start_lab
 from tests.paths import REPO
 
 LAB, NOTEBOOK = "01_attention", "attention.ipynb"
