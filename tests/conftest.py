@@ -16,6 +16,34 @@ os.environ.setdefault("COURSE_DATA_DIR", str(REPO.parent / "shared" / "data"))
 os.environ.setdefault("COURSE_FAST", "1")
 
 
+# The test files (or round-trip classes) that take longest, longest first. `./course test` hands the two
+# workers one file at a time in collection order (`--dist loadscope --no-loadscope-reorder`), so starting
+# with these lets both finish together instead of one starting the Binder run when the other is done.
+# Durations from a full run with --durations: seconds, not a contract; a stale order is only slower.
+HEAVIEST_FIRST = [
+    "tests/grader/test_round_trips.py::TestRoundTrip_04_seq2seq",
+    "tests/course/test_binder.py",
+    "tests/grader/test_round_trips.py::TestRoundTrip_05_decoding",
+    "tests/course/test_book.py",
+    "tests/grader/test_round_trips.py",
+    "tests/grader/test_autograder.py",
+    "tests/grader/test_feedback.py",
+    "tests/grader/test_cli.py",
+    "tests/grader/test_reference_policy.py",
+    "tests/grader/test_locks.py",
+    "tests/grader/test_sandbox.py",
+]
+
+
+def _weight(item: pytest.Item) -> int:
+    return next((rank for rank, prefix in enumerate(HEAVIEST_FIRST) if item.nodeid.startswith(prefix)),
+                len(HEAVIEST_FIRST))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_weight)  # stable: within a file, and for every other file, the written order
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch():
     import torch
