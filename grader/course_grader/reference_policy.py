@@ -13,17 +13,18 @@ that names what was used::
     your scaled_dot_product_attention calls course_lib's own implementation
     (course_lib.attention.sdpa.scaled_dot_product_attention); this lab asks you to write it yourself
 
-**How.** :class:`Guard` runs in the sandboxed child, around the loading of the part's cells and
-each call of a student function. A profile hook (``sys.setprofile``) sees every Python call; a
-call into a file under course_lib's or course_grader's installed folder (found at start-up,
-editable install or site-packages alike) walks up the caller frames: the nearest frame that is
-the set-up's code or a helper's entry decides "allowed", the nearest frame of the student's own
-cells (or none at all, e.g. ``f = reference``) decides "violation". An audit hook
-(``sys.addaudithook``, which cannot be removed) refuses, in the student's context, opening or
-listing files under those folders, importing their modules, reading a guarded function's
-``__code__``, and replacing the profile hook; it also refuses starting other programs and
-``gc``'s object walks there. Threads the student starts get the profile hook too, and processes
-it forks inherit it. The first violation goes into memory shared with those processes and
+**How.** :class:`Guard` runs in the sandboxed child, around the loading of the part's cells and each
+call of a student function. A profile hook (``sys.setprofile``) sees every Python call; a call into
+a file under course_lib's or course_grader's installed folder (found at start-up, editable install
+or site-packages alike) walks up the caller frames: the nearest frame that is the set-up's code or a
+helper's entry decides "allowed", the nearest frame of the student's own cells (or none at all, e.g.
+``f = reference``) decides "violation". An audit hook (``sys.addaudithook``, which cannot be
+removed) refuses, in the student's context, opening or listing files under those folders, importing
+their modules, reading a guarded function's ``__code__``, and replacing the profile hook; it also
+refuses starting other programs and ``gc``'s object walks there. Threads the student starts get the
+profile hook too, and processes it forks inherit it. One read is let through: ``linecache``
+(``traceback``) reading the grader's own files for a formatted stack, which ``torch.manual_seed``
+makes; they hold no answers. The first violation goes into memory shared with those processes and
 travels with the next reply, so catching the exception, forking or threading does not hide it.
 
 **Not covered.** The hooks live in the student's own process: code that deliberately disarms
@@ -35,6 +36,7 @@ grades and its score: :mod:`~course_grader.autograder`.
 from __future__ import annotations
 
 import _thread
+import linecache
 import mmap
 import os
 import struct
@@ -187,6 +189,8 @@ class Guard:
         if event in REFUSED_TO_STUDENTS:
             raise PolicyViolation(f"grading does not allow {event} in a lab's functions")
         label, name, verb = self._guarded_target(event, args)
+        if label == "course_grader" and event == "open" and _from_line_cache(caller):
+            return  # a formatted stack's lines (torch.manual_seed formats one): the grader's files hold no answers
         if label is not None:
             self._report(_what_it_uses(label, name, verb))
             raise PolicyViolation(f"{name}: {POLICY}")
@@ -231,6 +235,17 @@ class Guard:
                 sys.setprofile(self._on_call)
             return function(*inner, **named)
         return self._start_thread(run, args, kwargs or {})
+
+
+def _from_line_cache(frame, depth: int = 3) -> bool:
+    """Whether ``linecache`` (what ``traceback`` reads source lines with) opens the file, a few frames up."""
+    for _ in range(depth):
+        if frame is None:
+            return False
+        if frame.f_code.co_filename == linecache.__file__:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _what_it_uses(label: str, name: str, verb: str) -> str:

@@ -176,6 +176,20 @@ def test_helpers_and_the_set_up_may_use_course_lib_the_students_code_may_not(box
         assert part.policy_violation().startswith("your causal_mask calls course_lib's own implementation")
 
 
+def test_formatting_the_stack_is_not_reading_the_graders_files(box):
+    """torch.manual_seed formats the stack (torch.cuda's lazy seeding), which reads the source lines of every
+    frame, the grader's own among them: no false alarm for that. Reading course_lib's files through the same
+    line cache is still reading them."""
+    seeds = "import torch, traceback\ndef f():\n    torch.manual_seed(3)\n    return len(traceback.format_stack())\n"
+    with _part(box, seeds, ["f"]) as part:
+        assert part.function("f")() > 0 and part.policy_violation() is None
+    reads = ("import linecache, course_lib.attention.masks as masks\n"
+             "def f():\n    return linecache.getlines(masks.__file__)\n")
+    with _part(box, reads, ["f"]) as part:
+        part.function("f")()
+        assert "reads the files of course_lib's own implementation" in part.policy_violation()
+
+
 def test_a_forged_set_up_filename_is_still_the_students_code(box):
     forged = ("import course_lib.attention.masks as masks\n"
               f"exec(compile('def causal_mask(size):\\n    return masks.causal_mask(size)\\n', "

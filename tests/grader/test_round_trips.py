@@ -61,10 +61,11 @@ class RoundTrip:
     lab: str
 
     @pytest.fixture(scope="class")
-    def graded(self, tmp_path_factory):
+    @classmethod
+    def graded(cls, tmp_path_factory):
         """One plain nbgrader grading run (`scripts/labs.py grade`: generate, autograde, feedback, export) over
         the solution, the stub and :func:`round_trip_mistakes`."""
-        lab = self.lab
+        lab = cls.lab
         root = tmp_path_factory.mktemp(f"lab_{lab}")
         mistakes = round_trip_mistakes(lab)
         for mistake in mistakes:
