@@ -10,3 +10,6 @@
 Built from :mod:`course_lib.attention`, :mod:`course_lib.tokenization` and :mod:`course_lib.seq2seq`'s layers.
 Not covered: fine-tuning heads beyond what the chapter's experiment needs (the transfer-learning unit).
 """
+from .masking import IGNORE_INDEX, causal_lm_loss, choose_positions, corrupt, mask_tokens, mlm_loss, shift_labels
+
+__all__ = ["IGNORE_INDEX", "mask_tokens", "choose_positions", "corrupt", "mlm_loss", "shift_labels", "causal_lm_loss"]
