@@ -11,6 +11,7 @@ subject, its modules small and in reading order:
 ``seq2seq``        RNN encoder-decoders, the Transformer, training, translation and BLEU
 ``models``         the course's own trained models: a GPT and the string reverser
 ``reformer``       LSH attention, chunking, reversible layers (and the memory benchmark)
+``pretraining``    masked and causal LM objectives, the BERT/RoBERTa encoder, EsperBERTo
 ``lab_checks``     the labs' hidden checks (the instructor's grader is ``course_grader``)
 =================  ==========================================================================
 

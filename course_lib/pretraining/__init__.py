@@ -1,0 +1,15 @@
+"""Pretraining: a model learns language from raw text before it is adapted to a task.
+
+* :mod:`.masking` — the two self-supervised objectives' data and losses: dynamic masking for masked
+  language modelling (BERT/RoBERTa's 15 % with 80/10/10), the masked-LM loss, the causal-LM shift and loss.
+* :mod:`.encoder` — an encoder-only model in BERT/RoBERTa's layout (embeddings, the library's encoder
+  layers, a tied masked-LM head, an optional pooler); loads HF's BERT/RoBERTa weights and the real MiniLM.
+* :mod:`.esperberto` — EsperBERTo, the course's own small RoBERTa-like model trained on Esperanto;
+  loading it, fill-mask. Trained by ``scripts/train_esperberto.py``.
+
+Built from :mod:`course_lib.attention`, :mod:`course_lib.tokenization` and :mod:`course_lib.seq2seq`'s layers.
+Not covered: fine-tuning heads beyond what the chapter's experiment needs (the transfer-learning unit).
+"""
+from .masking import IGNORE_INDEX, causal_lm_loss, choose_positions, corrupt, mask_tokens, mlm_loss, shift_labels
+
+__all__ = ["IGNORE_INDEX", "mask_tokens", "choose_positions", "corrupt", "mlm_loss", "shift_labels", "causal_lm_loss"]
