@@ -169,8 +169,9 @@ class MaskPrediction:
 def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[MaskPrediction]:
     """The ``top_k`` most probable tokens for the single ``<mask>`` in ``text``, most probable first.
 
-    The text is encoded as RoBERTa does, ``<s> text </s>``; the probabilities are the softmax over the
-    whole vocabulary at the mask's position.
+    The text is encoded as RoBERTa does, ``<s> text </s>``, the mask taking the space before it (so a
+    predicted word token brings its own); the probabilities are the softmax over the whole vocabulary
+    at the mask's position. ``sequence`` is the text with the prediction in place of the mask.
     """
     if not isinstance(text, str):
         raise TypeError(f"fill_mask needs a string with one <mask>, got {type(text).__name__}")
@@ -180,7 +181,11 @@ def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[MaskPredictio
     count = text.count(mask_token)
     if count != 1:
         raise ValueError(f"fill_mask fills exactly one {mask_token}; the text has {count}: {text!r}")
-    ids = [BOS] + tokenizer.encode(text) + [EOS]
+    before, after = text.split(mask_token)
+    # In training a masked word's token carries its leading space (" urbo"), so "la <mask>" must not leave
+    # a lone space token before the mask: the mask takes the space, as RoBERTa's <mask> (lstrip) does.
+    before = before[:-1] if before.endswith(" ") else before
+    ids = [BOS] + tokenizer.encode(before) + [MASK] + tokenizer.encode(after) + [EOS]
     if len(ids) > model.config.max_length:
         raise ValueError(f"the text is {len(ids)} tokens with <s> and </s>; the model's position table holds "
                          f"{model.config.max_length}: shorten it")
