@@ -6,8 +6,9 @@ Esperanto; we do the same at the course's scale (``scripts/train_esperberto.py``
 * **Data** (:func:`esperanto_corpus`): Zamenhof's *Fundamenta Krestomatio* and *Ekzercaro* (0.95 MB),
   cut into paragraphs (blocks between blank lines, whitespace collapsed). Every 20th paragraph
   (``index % 20 == 10``, counting through both files in registry order) is held out; a held-out
-  paragraph that repeats a sentence of the training paragraphs (the Krestomatio reprints the
-  Ekzercaro's exercises) is dropped from both sets. Out of domain: Tatoeba's 1,000 Esperanto sentences.
+  paragraph that repeats training text (found whole in it, like the headings, or sharing a sentence
+  with it: the Krestomatio reprints the Ekzercaro's exercises) is dropped from both sets. Out of
+  domain: Tatoeba's 1,000 Esperanto sentences (any found verbatim in the training text dropped: none is).
 * **Tokenizer**: the chapter-2 byte-level BPE trained on the training paragraphs only, with RoBERTa's
   special tokens at RoBERTa's ids: ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, ``<mask>`` 4.
 * **Sequences** (:func:`pack`): RoBERTa's "full sentences": the texts' tokens run on, one ``</s>``
@@ -45,8 +46,9 @@ HELD_OUT_EVERY, HELD_OUT_AT = 20, 10
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 BOS, PAD, EOS, UNK, MASK = range(5)  # RoBERTa's ids for them
 SPLIT_RULE = (f"paragraphs (blank-line blocks, whitespace collapsed) of {' then '.join(CORPUS_FILES)}; paragraph "
-              f"i is held out when i % {HELD_OUT_EVERY} == {HELD_OUT_AT}, except that a held-out paragraph sharing "
-              "a sentence of >= 25 characters with the training paragraphs is dropped from both sets; "
+              f"i is held out when i % {HELD_OUT_EVERY} == {HELD_OUT_AT}, except that a held-out paragraph found whole "
+              "in the training paragraphs or sharing a sentence of >= 25 characters with them is dropped from "
+              "both sets; "
               "out of domain: the 1,000 Tatoeba epo sentences minus any found verbatim in the training text")
 
 # Sentences for the fill-mask demo, written for the course (a test checks that none is in the training
@@ -65,7 +67,7 @@ class EsperantoCorpus(NamedTuple):
     train: list[str]  # paragraphs the tokenizer and the model learn from
     held_out: list[str]  # in-domain held-out paragraphs
     tatoeba: list[str]  # out-of-domain held-out sentences
-    dropped: list[str]  # held-out candidates that repeat training sentences (in neither set)
+    dropped: list[str]  # held-out candidates that repeat training text (in neither set)
 
 
 def paragraphs(text: str) -> list[str]:
@@ -88,7 +90,7 @@ def esperanto_corpus() -> EsperantoCorpus:
     training_text = "\n".join(train)
     held_out, dropped = [], []
     for paragraph in candidates:
-        repeats = any(sentence in training_text for sentence in sentences(paragraph))
+        repeats = paragraph in training_text or any(sentence in training_text for sentence in sentences(paragraph))
         (dropped if repeats else held_out).append(paragraph)
     tatoeba = [sentence for sentence, _ in load_tatoeba("epo") if sentence not in training_text]
     return EsperantoCorpus(train, held_out, tatoeba, dropped)
