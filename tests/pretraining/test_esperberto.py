@@ -117,6 +117,14 @@ def test_tokenizer_has_robertas_special_ids(esperberto, record):
     assert len(tokenizer) == record["tokenizer"]["vocab_size"] == len(tokenizer.merges) + 256 + 5
 
 
+def test_tokenizer_was_trained_on_the_training_split_only(esperberto, corpus, record):
+    from course_lib.tokenization import train_bpe
+
+    _, shipped = esperberto
+    again = train_bpe(corpus.train, record["tokenizer"]["vocab_size"], min_frequency=2, special_tokens=SPECIAL_TOKENS)
+    assert again.merges == shipped.merges and again.vocab == shipped.vocab
+
+
 def test_tokenizer_equals_hf_tokenizers_on_held_out_text(esperberto, corpus):
     from tokenizers import ByteLevelBPETokenizer
 
@@ -213,6 +221,7 @@ def test_fill_mask_returns_the_softmax_in_order(esperberto):
     assert ids.count(MASK) == 1 and tokenizer.vocab["Ġ"] not in ids
     logits = model(torch.tensor([ids]))[0, ids.index(MASK)]
     assert predictions[0].token_id == int(logits.argmax())
+    assert predictions[0].probability == pytest.approx(logits.softmax(-1).max().item(), abs=1e-6)
     best = predictions[0]
     assert best.token == tokenizer.decode([best.token_id]) and best.token.startswith(" ")
     assert best.sequence == text.replace(" <mask>", best.token)
