@@ -4,12 +4,25 @@
   language modelling (BERT/RoBERTa's 15 % with 80/10/10), the masked-LM loss, the causal-LM shift and loss.
 * :mod:`.encoder` — an encoder-only model in BERT/RoBERTa's layout (embeddings, the library's encoder
   layers, a tied masked-LM head, an optional pooler); loads HF's BERT/RoBERTa weights and the real MiniLM.
-* :mod:`.esperberto` — EsperBERTo, the course's own small RoBERTa-like model trained on Esperanto;
-  loading it, fill-mask. Trained by ``scripts/train_esperberto.py``.
+* :mod:`.encoder_inputs` — the encoder's input checks (errors that name the fix) and RoBERTa's position ids.
+* :mod:`.esperberto` — EsperBERTo, the course's own small RoBERTa-like model trained on Esperanto:
+  its data split, loading it, fill-mask. Trained by ``scripts/train_esperberto.py``.
+* :mod:`.training` — the masked-LM training loop (dynamic masking, AdamW, warm-up and linear decay)
+  and the held-out figures (masked-token accuracy, perplexity, the unigram baseline).
 
 Built from :mod:`course_lib.attention`, :mod:`course_lib.tokenization` and :mod:`course_lib.seq2seq`'s layers.
 Not covered: fine-tuning heads beyond what the chapter's experiment needs (the transfer-learning unit).
 """
+from .encoder import (
+    Encoder, EncoderConfig, EncoderForMaskedLM, EncoderOutput, attention_maps, from_hf, load_minilm,
+)
+from .esperberto import DEMO_SENTENCES, MaskPrediction, esperanto_corpus, fill_mask, load_esperberto
 from .masking import IGNORE_INDEX, causal_lm_loss, choose_positions, corrupt, mask_tokens, mlm_loss, shift_labels
+from .training import MLMFigures, TokenIds, evaluate_mlm, train_mlm, unigram_baseline
 
-__all__ = ["IGNORE_INDEX", "mask_tokens", "choose_positions", "corrupt", "mlm_loss", "shift_labels", "causal_lm_loss"]
+__all__ = [
+    "EncoderConfig", "Encoder", "EncoderForMaskedLM", "EncoderOutput", "attention_maps", "from_hf", "load_minilm",
+    "IGNORE_INDEX", "mask_tokens", "choose_positions", "corrupt", "mlm_loss", "shift_labels", "causal_lm_loss",
+    "load_esperberto", "fill_mask", "MaskPrediction", "esperanto_corpus", "DEMO_SENTENCES",
+    "train_mlm", "evaluate_mlm", "unigram_baseline", "MLMFigures", "TokenIds",
+]
