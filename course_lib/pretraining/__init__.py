@@ -7,6 +7,10 @@
 * :mod:`.encoder_inputs` — the encoder's input checks (errors that name the fix) and RoBERTa's position ids.
 * :mod:`.esperberto` — EsperBERTo, the course's own small RoBERTa-like model trained on Esperanto;
   loading it, fill-mask. Trained by ``scripts/train_esperberto.py``.
+* :mod:`.tagging` — part-of-speech tagging on the encoder: the CoNLL-U reader (UD Esperanto), tags on
+  first sub-words, the token-classification head.
+* :mod:`.tagging_experiment` — does pretraining pay? k-fold cross-validation of a pretrained encoder
+  against the same architecture from scratch (``scripts/pos_esperanto.py``).
 
 Built from :mod:`course_lib.attention`, :mod:`course_lib.tokenization` and :mod:`course_lib.seq2seq`'s layers.
 Not covered: fine-tuning heads beyond what the chapter's experiment needs (the transfer-learning unit).
@@ -14,7 +18,9 @@ Not covered: fine-tuning heads beyond what the chapter's experiment needs (the t
 from .encoder import (
     Encoder, EncoderConfig, EncoderForMaskedLM, EncoderOutput, attention_maps, from_hf, load_minilm,
 )
+from .tagging import EncoderForTokenClassification, load_ud_esperanto
 
 __all__ = [
     "EncoderConfig", "Encoder", "EncoderForMaskedLM", "EncoderOutput", "attention_maps", "from_hf", "load_minilm",
+    "EncoderForTokenClassification", "load_ud_esperanto",
 ]
