@@ -203,3 +203,16 @@ def test_ngram_overlap():
     neither = sentence(["La", "hundo", "dormas"])
     result = ngram_overlap([found, shared._replace(sent_id="s"), neither._replace(sent_id="n")], corpus, n=4)
     assert result["found_whole"] == ["t"] and result["sharing_an_ngram"] == ["t", "s"]
+
+
+def test_an_epoch_uses_every_example_once_in_batches_of_similar_length():
+    from course_lib.pretraining.tagging_experiment import _epoch_batches
+
+    lengths = [int(x) for x in torch.randint(3, 120, (157,), generator=torch.Generator().manual_seed(0))]
+    batches = _epoch_batches(lengths, 16, torch.Generator().manual_seed(1))
+    assert sorted(i for b in batches for i in b) == list(range(157)) and max(map(len, batches)) == 16
+    assert batches == _epoch_batches(lengths, 16, torch.Generator().manual_seed(1))
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    plain = torch.randperm(157, generator=torch.Generator().manual_seed(1)).tolist()
+    padded_plain = sum(16 * max(lengths[i] for i in plain[s:s + 16]) for s in range(0, 157, 16))
+    assert padded < 0.8 * padded_plain  # grouping by length pads less
