@@ -73,11 +73,14 @@ def main(argv=None) -> int:
 
     if args.untrained:
         mlm, tokenizer, model_name = untrained_stand_in()
+        pretraining_text, pretraining_name = "\n".join(read_text(n) for n in PRETRAINING_FILES), "the whole files"
     else:
-        from course_lib.pretraining.esperberto import load_esperberto
+        from course_lib.pretraining.esperberto import esperanto_corpus, load_esperberto
 
         mlm, tokenizer = load_esperberto()
         model_name = "EsperBERTo (course_lib.pretraining.esperberto.load_esperberto)"
+        pretraining_text = "\n".join(esperanto_corpus().train)
+        pretraining_name = "EsperBERTo's training paragraphs (esperberto.esperanto_corpus().train)"
     config = mlm.config
     ids = {token: tokenizer.special_tokens[token] for token in SPECIALS}
     max_length = args.max_length or config.max_length
@@ -92,7 +95,6 @@ def main(argv=None) -> int:
     results = cross_validate(sentences, contenders, encode, ids["<s>"], ids["</s>"], ids["<pad>"],
                              max_length, settings, folds=args.folds, seeds=args.seeds)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    corpus = "\n".join(read_text(name) for name in PRETRAINING_FILES)
     record = {
         "command": "python scripts/pos_esperanto.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
@@ -107,8 +109,9 @@ def main(argv=None) -> int:
                                                 "commonest tag (no model)"},
         "protocol": "both models: same folds, seeds (model init and batch order), steps, batch size, AdamW, "
                     "learning rate with linear warm-up and decay; std: sample std over all (fold, seed) runs",
-        "overlap_with_pretraining_text": {"files": {n: DATA_FILES[n].sha256 for n in PRETRAINING_FILES},
-                                          **{f"{n}-word runs": ngram_overlap(sentences, corpus, n) for n in (5, 8)}},
+        "overlap_with_pretraining_text": {
+            "text": pretraining_name, "files": {n: DATA_FILES[n].sha256 for n in PRETRAINING_FILES},
+            **{f"{n}-word runs": ngram_overlap(sentences, pretraining_text, n) for n in (5, 8)}},
         "seconds_wall": round(wall), "seconds_cpu": round(cpu),
         "hardware": f"CPU ({cpu_name()}), {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s)",
         "torch": torch.__version__,
