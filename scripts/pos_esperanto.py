@@ -123,6 +123,9 @@ def main(argv=None) -> int:
     for name, summary in results["summary"].items():
         folds = ", ".join(f"{a:.3f}" for a in summary["per_fold"])
         print(f"{name:>22}: {summary['mean']:.4f} ± {summary['std']:.4f} over {summary['runs']} runs (folds: {folds})")
+    for name, paired in results["paired"].items():
+        print(f"{name}: {paired['mean']:+.4f} ± {paired['std']:.4f} (paired by fold and seed; "
+              f"{paired['wins']} wins, {paired['ties']} ties, {paired['losses']} losses)")
     print(f"{wall:.0f} s wall, {cpu:.0f} s CPU → {args.out}")
     return 0
 

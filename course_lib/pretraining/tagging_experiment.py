@@ -8,7 +8,8 @@ architecture entirely from random initialisation), then fine-tuned with the *sam
 the same order: the batch generator is seeded with ``seed`` too; each epoch's batches group sentences of
 similar length, to pad less), optimiser and schedule, and scored by UPOS
 accuracy on the first sub-word of every word of the test fold. :func:`majority_baseline` (each word's most
-frequent training tag; unseen words get the most frequent tag) gives the scale. :func:`ngram_overlap` checks
+frequent training tag; unseen words get the most frequent tag) gives the scale; :func:`paired_difference`
+compares two contenders run by run (same fold, same seed). :func:`ngram_overlap` checks
 how much of the treebank's text appears in the pretraining text (a leak would flatter the pretrained model).
 
 Not covered: hyper-parameter search (both contenders get the same settings, chosen once), early stopping.
@@ -29,7 +30,7 @@ from .masking import IGNORE_INDEX
 from .tagging import TaggedSentence, encode_sentence, token_classification_loss
 
 __all__ = ["FineTuneSettings", "collate", "fine_tune", "evaluate", "kfold", "majority_baseline", "cross_validate",
-           "ngram_overlap"]
+           "paired_difference", "ngram_overlap"]
 
 
 @dataclass
@@ -167,8 +168,23 @@ def cross_validate(sentences: Sequence[TaggedSentence], contenders: dict[str, Ca
             mean=statistics.mean(accuracies), std=statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
             runs=len(accuracies),
             per_fold=[statistics.mean(r["accuracy"] for r in mine if r["fold"] == f) for f in range(folds)])
+    first, *others = contenders
+    paired = {f"{first} minus {other}": paired_difference(runs, first, other) for other in others}
     return dict(folds=folds, seeds=list(seeds), split_seed=split_seed, fold_sizes=[len(f) for f in test_folds],
-                settings=settings.to_dict(), runs=runs, summary=summary)
+                settings=settings.to_dict(), runs=runs, summary=summary, paired=paired)
+
+
+def paired_difference(runs: Sequence[dict], first: str, second: str) -> dict:
+    """``first``'s accuracy minus ``second``'s on the same (fold, seed): the same test words, initial
+    classifier seed and batches, so the fold-to-fold spread both share cancels out. Mean, sample standard
+    deviation, and how many runs ``first`` won, tied and lost."""
+    accuracy = {(r["model"], r["fold"], r["seed"]): r["accuracy"] for r in runs}
+    keys = sorted((fold, seed) for model, fold, seed in accuracy if model == first)
+    differences = [accuracy[(first, *key)] - accuracy[(second, *key)] for key in keys]
+    return dict(mean=statistics.mean(differences),
+                std=statistics.stdev(differences) if len(differences) > 1 else 0.0,
+                wins=sum(d > 0 for d in differences), ties=sum(d == 0 for d in differences),
+                losses=sum(d < 0 for d in differences), differences=differences)
 
 
 def _words(text: str) -> list[str]:

@@ -2,9 +2,10 @@
 
 Compared at every real position of a padded batch: every layer's hidden states, every layer's attention
 weights (HF's eager attention), the pooler and the MLM logits, within 1e-5. Padding positions are left
-out of the comparison: they are computed (a padding embedding attending to the real tokens) but nothing
-reads them; what matters about them is tested directly: a padded row gives the same real-position
-outputs as the same sentence alone. Then the tie, gradients, the config's round trip and the errors.
+out of the comparison: they are computed (the padding token's embedding attending to the real tokens,
+as in HF, so they happen to agree too) but no output should be read there; what matters about padding
+is tested directly: a padded row gives the same real-position outputs as the same sentence alone.
+Then the tie, gradients, the config's round trip and the errors.
 """
 from __future__ import annotations
 

@@ -216,3 +216,15 @@ def test_an_epoch_uses_every_example_once_in_batches_of_similar_length():
     plain = torch.randperm(157, generator=torch.Generator().manual_seed(1)).tolist()
     padded_plain = sum(16 * max(lengths[i] for i in plain[s:s + 16]) for s in range(0, 157, 16))
     assert padded < 0.8 * padded_plain  # grouping by length pads less
+
+
+def test_paired_difference_matches_runs_by_fold_and_seed():
+    from course_lib.pretraining.tagging_experiment import paired_difference
+
+    runs = [dict(model=m, fold=f, seed=s, accuracy=a) for m, f, s, a in [
+        ("a", 0, 0, 0.8), ("b", 0, 0, 0.7), ("a", 0, 1, 0.6), ("b", 0, 1, 0.6),
+        ("b", 1, 0, 0.9), ("a", 1, 0, 0.5)]]  # listed out of order on purpose
+    result = paired_difference(runs, "a", "b")
+    assert result["differences"] == pytest.approx([0.1, 0.0, -0.4])
+    assert (result["wins"], result["ties"], result["losses"]) == (1, 1, 1)
+    assert result["mean"] == pytest.approx(-0.1)
