@@ -98,10 +98,11 @@ def test_every_layer_attentions_pooler_and_logits_equal_hf(pair):
         assert (out.pooler_output - theirs.pooler_output).abs().max() < ATOL
 
 
-def test_bert_token_types_are_read(pair):
-    name, hf, ours = pair
-    if not name.startswith("Bert"):
-        pytest.skip("RoBERTa has a single token type")
+@pytest.mark.parametrize("name", ["BertModel", "BertForMaskedLM"])  # RoBERTa has a single token type
+def test_bert_token_types_are_read(name):
+    torch.manual_seed(3)
+    hf = _perturbed(BUILDERS[name]())
+    ours = from_hf(hf).eval()
     ids, mask = padded_batch(0)
     segments = (torch.arange(ids.shape[1]) >= 3).long().expand_as(ids) * mask  # sentence A, then B
     (out, _, logits), theirs = _ours_and_theirs(hf, ours, ids, mask, segments)
