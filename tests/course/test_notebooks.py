@@ -28,7 +28,7 @@ def test_the_course_has_its_notebooks():
     names = {p.name for p in NOTEBOOKS}
     assert {"01_attention.ipynb", "attention.ipynb", "02_tokenization.ipynb", "tokenization.ipynb",
             "03_rnn_attention.ipynb", "04_transformer.ipynb", "seq2seq.ipynb", "05_decoding.ipynb",
-            "decoding.ipynb", "06_efficient_attention.ipynb", "reformer.ipynb"} <= names
+            "decoding.ipynb", "06_efficient_attention.ipynb", "reformer.ipynb", "07_pretraining.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)

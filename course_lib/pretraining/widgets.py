@@ -1,0 +1,153 @@
+"""The pretraining chapter's pictures: what each objective lets a position see and learn from, what dynamic
+masking did to a sentence, and what EsperBERTo puts where a word is masked.
+
+* :func:`objective_targets` and :func:`plot_objectives`: the two objectives side by side. For a causal LM
+  (GPT) every position sees itself and the positions before it (:func:`~course_lib.attention.causal_mask`)
+  and is trained to produce the *next* token; for a masked LM (BERT, RoBERTa) every position sees the
+  whole (corrupted) sentence and only the chosen positions are trained, to produce the original token.
+* :func:`masking_outcome` reads what a masking step did, position by position, from its output alone
+  (original ids, corrupted ids, labels): not chosen, or chosen and then replaced by the mask token,
+  by a random token, or left unchanged. :func:`plot_masking` draws it; :func:`masking_explorer` is
+  the widget: a sentence, the probability of choosing a token and the seed as controls, the masking
+  itself done by :func:`course_lib.pretraining.masking.mask_tokens`, the library's rule.
+
+As in the other chapters' widgets, the explorers' figures are plain image outputs, so a notebook executed
+headless keeps a picture of the initial settings. Not covered: training (``scripts/train_esperberto.py``),
+whole-word masking, span corruption (T5) and other objectives.
+"""
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+
+import torch
+from matplotlib.figure import Figure
+
+from ..attention.masks import causal_mask
+from .masking import IGNORE_INDEX
+
+__all__ = [
+    "MASKING_KINDS", "masking_outcome", "objective_targets", "plot_masking", "plot_objectives",
+]
+
+# What happened at one position, in the order the figures list them.
+MASKING_KINDS = ("not chosen", "→ <mask>", "→ random token", "chosen, unchanged")
+KIND_COLOURS = {"not chosen": "white", "→ <mask>": "#4c72b0", "→ random token": "#dd8452",
+                "chosen, unchanged": "#55a868"}
+
+
+def _message_figure(message: str) -> Figure:
+    figure = Figure(figsize=(9, 1.6), layout="constrained")
+    ax = figure.subplots()
+    ax.axis("off")
+    ax.text(0.5, 0.5, textwrap.fill(message, 90), ha="center", va="center", fontsize=11, color="firebrick")
+    return figure
+
+
+def objective_targets(tokens: Sequence[str], chosen: Sequence[int]) -> dict[str, list[str | None]]:
+    """What each position is trained to produce: ``{"causal": [...], "masked": [...]}`` (``None``: no loss).
+
+    Causal LM: position ``t`` predicts token ``t + 1``; the last position has nothing left to predict in
+    this window. Masked LM: a chosen position predicts its own original token; the others give no loss.
+    """
+    tokens = list(tokens)
+    if not tokens:
+        raise ValueError("give at least one token")
+    bad = [i for i in chosen if not 0 <= i < len(tokens)]
+    if bad:
+        raise ValueError(f"chosen positions {bad} are outside the {len(tokens)} tokens")
+    causal = [*tokens[1:], None]
+    masked = [token if i in set(chosen) else None for i, token in enumerate(tokens)]
+    return {"causal": causal, "masked": masked}
+
+
+def plot_objectives(tokens: Sequence[str], chosen: Sequence[int], mask_token: str = "<mask>") -> Figure:
+    """Causal LM (left) and masked LM (right) on the same tokens: who sees whom, and which positions give a loss.
+
+    Each panel is a grid of query positions (rows) by the positions they may attend to (columns),
+    shaded where attention is allowed; beside each row, the token it is trained to produce, or
+    "no loss". The masked-LM input shows ``mask_token`` at the ``chosen`` positions (as 80 % of them
+    are, in training).
+    """
+    targets = objective_targets(tokens, chosen)
+    size = len(tokens)
+    masked_input = [mask_token if i in set(chosen) else token for i, token in enumerate(tokens)]
+    panels = [("causal LM (GPT): sees the past, predicts the next token", list(tokens), causal_mask(size),
+               targets["causal"]),
+              ("masked LM (BERT): sees everything, predicts the masked tokens", masked_input,
+               torch.ones(size, size, dtype=torch.bool), targets["masked"])]
+    width = max(4.0, 0.42 * size + 2.2)
+    figure = Figure(figsize=(2 * width, 0.36 * size + 2.2), layout="constrained")
+    for ax, (title, shown, allowed, wanted) in zip(figure.subplots(1, 2), panels):
+        ax.imshow(allowed.float().numpy(), cmap="Blues", vmin=0, vmax=1.6)
+        ax.set_xticks(range(size), shown, rotation=90, fontsize=8)
+        ax.set_yticks(range(size), shown, fontsize=8)
+        ax.set_xlabel("positions it may attend to", fontsize=8)
+        ax.set_ylabel("position (its input token)", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        for row, target in enumerate(wanted):
+            label, colour = (f"→ {target}", "darkgreen") if target is not None else ("no loss", "0.6")
+            ax.text(size - 0.3, row, label, fontsize=8, va="center", ha="left", color=colour, clip_on=False)
+        ax.set_xlim(-0.5, size - 0.5)
+    return figure
+
+
+def masking_outcome(original_ids: torch.Tensor, corrupted_ids: torch.Tensor, labels: torch.Tensor,
+                    mask_token_id: int) -> list[str]:
+    """One of :data:`MASKING_KINDS` per position of a 1-D sequence, read from a masking step's output.
+
+    A position was chosen where its label is not ``IGNORE_INDEX`` (the label is then the original id);
+    what it became is read by comparing the corrupted id with the mask id and with the original.
+    (A random replacement that happens to draw the original id reads as "chosen, unchanged", which is
+    what the model sees.)
+    """
+    original_ids, corrupted_ids, labels = (torch.as_tensor(t) for t in (original_ids, corrupted_ids, labels))
+    if not original_ids.ndim == 1 or original_ids.shape != corrupted_ids.shape or original_ids.shape != labels.shape:
+        raise ValueError(f"need three 1-D tensors of one length, got shapes {tuple(original_ids.shape)}, "
+                         f"{tuple(corrupted_ids.shape)}, {tuple(labels.shape)}")
+    chosen = labels != IGNORE_INDEX
+    if not torch.equal(labels[chosen], original_ids[chosen]):
+        raise ValueError("at a chosen position the label must be the original token id")
+    kinds = []
+    for is_chosen, before, after in zip(chosen.tolist(), original_ids.tolist(), corrupted_ids.tolist()):
+        if not is_chosen:
+            if before != after:
+                raise ValueError("a position that was not chosen must keep its token")
+            kinds.append("not chosen")
+        elif after == mask_token_id:
+            kinds.append("→ <mask>")
+        elif after != before:
+            kinds.append("→ random token")
+        else:
+            kinds.append("chosen, unchanged")
+    return kinds
+
+
+def plot_masking(tokens: Sequence[str], shown: Sequence[str], kinds: Sequence[str], title: str = "") -> Figure:
+    """Two rows of boxes: the sentence's tokens, and what the model gets to see, coloured by what masking did."""
+    if not len(tokens) == len(shown) == len(kinds):
+        raise ValueError("tokens, shown and kinds must have one entry per position")
+    counts = {kind: list(kinds).count(kind) for kind in MASKING_KINDS}
+    chosen = len(kinds) - counts["not chosen"]
+    figure = Figure(figsize=(11, 2.9), layout="constrained")
+    ax = figure.subplots()
+    x, line, width = 0.0, 0, 90.0
+    for before, after, kind in zip(tokens, shown, kinds):
+        size = max(len(before), len(after), 1) + 1.5
+        if x + size > width and x > 0:
+            x, line = 0.0, line + 1
+        y = -line * 3.2
+        ax.text(x, y, before, family="monospace", fontsize=9, va="center", ha="left",
+                bbox={"boxstyle": "round,pad=0.25", "facecolor": "0.93", "edgecolor": "0.7"})
+        ax.text(x, y - 1.3, after, family="monospace", fontsize=9, va="center", ha="left",
+                bbox={"boxstyle": "round,pad=0.25", "facecolor": KIND_COLOURS[kind], "edgecolor": "0.4",
+                      "alpha": 0.55 if kind != "not chosen" else 1.0})
+        x += size
+    ax.set(xlim=(-0.5, width + 0.5), ylim=(-line * 3.2 - 2.3, 1.0))
+    ax.axis("off")
+    handles = [ax.scatter([], [], marker="s", s=80, color=KIND_COLOURS[kind], edgecolors="0.4") for kind in MASKING_KINDS]
+    ax.legend(handles, [f"{kind}: {counts[kind]}" for kind in MASKING_KINDS], ncol=4, loc="lower center",
+              bbox_to_anchor=(0.5, -0.28), fontsize=8, frameon=False)
+    ax.set_title(title or f"{chosen} of {len(kinds)} tokens chosen (top: the text; below: what the model sees)",
+                 fontsize=10)
+    return figure
