@@ -4,9 +4,17 @@
   language modelling (BERT/RoBERTa's 15 % with 80/10/10), the masked-LM loss, the causal-LM shift and loss.
 * :mod:`.encoder` — an encoder-only model in BERT/RoBERTa's layout (embeddings, the library's encoder
   layers, a tied masked-LM head, an optional pooler); loads HF's BERT/RoBERTa weights and the real MiniLM.
+* :mod:`.encoder_inputs` — the encoder's input checks (errors that name the fix) and RoBERTa's position ids.
 * :mod:`.esperberto` — EsperBERTo, the course's own small RoBERTa-like model trained on Esperanto;
   loading it, fill-mask. Trained by ``scripts/train_esperberto.py``.
 
 Built from :mod:`course_lib.attention`, :mod:`course_lib.tokenization` and :mod:`course_lib.seq2seq`'s layers.
 Not covered: fine-tuning heads beyond what the chapter's experiment needs (the transfer-learning unit).
 """
+from .encoder import (
+    Encoder, EncoderConfig, EncoderForMaskedLM, EncoderOutput, attention_maps, from_hf, load_minilm,
+)
+
+__all__ = [
+    "EncoderConfig", "Encoder", "EncoderForMaskedLM", "EncoderOutput", "attention_maps", "from_hf", "load_minilm",
+]
