@@ -80,6 +80,10 @@ def plot_objectives(tokens: Sequence[str], chosen: Sequence[int], mask_token: st
     figure = Figure(figsize=(2 * width, 0.36 * size + 2.2), layout="constrained")
     for ax, (title, shown, allowed, wanted) in zip(figure.subplots(1, 2), panels):
         ax.imshow(allowed.float().numpy(), cmap="Blues", vmin=0, vmax=1.6)
+        ax.set_xticks([i - 0.5 for i in range(1, size)], minor=True)  # white lines between the cells
+        ax.set_yticks([i - 0.5 for i in range(1, size)], minor=True)
+        ax.grid(which="minor", color="white", lw=1.5)
+        ax.tick_params(which="minor", length=0)
         ax.set_xticks(range(size), shown, rotation=90, fontsize=8)
         ax.set_yticks(range(size), shown, fontsize=8)
         ax.set_xlabel("positions it may attend to", fontsize=8)
