@@ -14,7 +14,9 @@ Not covered: fine-tuning heads beyond what the chapter's experiment needs (the t
 from .encoder import (
     Encoder, EncoderConfig, EncoderForMaskedLM, EncoderOutput, attention_maps, from_hf, load_minilm,
 )
+from .masking import IGNORE_INDEX, causal_lm_loss, choose_positions, corrupt, mask_tokens, mlm_loss, shift_labels
 
 __all__ = [
     "EncoderConfig", "Encoder", "EncoderForMaskedLM", "EncoderOutput", "attention_maps", "from_hf", "load_minilm",
+    "IGNORE_INDEX", "mask_tokens", "choose_positions", "corrupt", "mlm_loss", "shift_labels", "causal_lm_loss",
 ]
