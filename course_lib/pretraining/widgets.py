@@ -10,6 +10,9 @@ masking did to a sentence, and what EsperBERTo puts where a word is masked.
   by a random token, or left unchanged. :func:`plot_masking` draws it; :func:`masking_explorer` is
   the widget: a sentence, the probability of choosing a token and the seed as controls, the masking
   itself done by :func:`course_lib.pretraining.masking.mask_tokens`, the library's rule.
+* :func:`plot_fill_mask` draws a fill-mask answer (the top tokens and their probabilities, from
+  :func:`course_lib.pretraining.esperberto.fill_mask`); :func:`fill_mask_explorer` is the widget: type a
+  sentence with one ``<mask>`` (in the book: pick one of the demo sentences).
 
 As in the other chapters' widgets, the explorers' figures are plain image outputs, so a notebook executed
 headless keeps a picture of the initial settings. Not covered: training (``scripts/train_esperberto.py``),
@@ -18,16 +21,20 @@ whole-word masking, span corruption (T5) and other objectives.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure
 
 from ..attention.masks import causal_mask
-from .masking import IGNORE_INDEX
+from ..tokenization.widgets import readable_token
+from ..viz import Explorer
+from .masking import IGNORE_INDEX, mask_tokens
 
 __all__ = [
-    "MASKING_KINDS", "masking_outcome", "objective_targets", "plot_masking", "plot_objectives",
+    "MASKING_KINDS", "fill_mask_explorer", "mask_sentence", "masking_explorer", "masking_outcome", "objective_targets",
+    "plot_fill_mask", "plot_masking", "plot_objectives",
 ]
 
 # What happened at one position, in the order the figures list them.
@@ -155,3 +162,88 @@ def plot_masking(tokens: Sequence[str], shown: Sequence[str], kinds: Sequence[st
     ax.set_title(title or f"{chosen} of {len(kinds)} tokens chosen (top: the text; below: what the model sees)",
                  fontsize=10)
     return figure
+
+
+def mask_sentence(tokenizer, text: str, *, mask_id: int, special_ids: Sequence[int], bos_id: int, eos_id: int,
+                  mlm_probability: float = 0.15, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
+    """Encode ``<s> text </s>``, mask it with the library's :func:`~.masking.mask_tokens` (seeded), and return
+    ``(tokens, what the model sees, kinds)``, one entry per position, ready for :func:`plot_masking`."""
+    ids = torch.tensor([[bos_id, *tokenizer.encode(text, allow_special=False), eos_id]])  # (1, T)
+    corrupted, labels = mask_tokens(ids, mask_id=mask_id, vocab_size=len(tokenizer), special_ids=special_ids,
+                                    mlm_probability=mlm_probability, generator=torch.Generator().manual_seed(seed))
+    kinds = masking_outcome(ids[0], corrupted[0], labels[0], mask_id)
+
+    def readable(index: int) -> str:  # a random replacement may be a control byte: show it escaped, as \x1f
+        token = readable_token(tokenizer.id_to_token[index], tokenizer)
+        return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in token)
+
+    return [readable(i) for i in ids[0].tolist()], [readable(i) for i in corrupted[0].tolist()], kinds
+
+
+def masking_explorer(tokenizer, sentences: Sequence[str], *, mask_id: int, special_ids: Sequence[int], bos_id: int,
+                     eos_id: int) -> Explorer:
+    """A sentence (typed, or in the book one of ``sentences``), the probability of choosing a token and the seed."""
+    sentences = list(sentences)
+    if not sentences:
+        raise ValueError("give at least one example sentence")
+    style = {"style": {"description_width": "150px"}, "layout": widgets.Layout(width="640px")}
+    controls = {
+        "text": widgets.Text(sentences[0], description="sentence", continuous_update=False,
+                             placeholder="type a sentence and press Enter", **style),
+        "mlm_probability": widgets.FloatSlider(0.15, min=0.05, max=1.0, step=0.05, description="P(chosen)",
+                                               continuous_update=False, **style),
+        "seed": widgets.IntSlider(0, min=0, max=20, description="seed", continuous_update=False, **style),
+    }
+
+    def draw(text: str, mlm_probability: float, seed: int) -> Figure:
+        if not text.strip():
+            return _message_figure("Type a sentence to mask.")
+        tokens, shown, kinds = mask_sentence(tokenizer, text, mask_id=mask_id, special_ids=special_ids,
+                                             bos_id=bos_id, eos_id=eos_id, mlm_probability=mlm_probability, seed=seed)
+        return plot_masking(tokens, shown, kinds)
+
+    in_book = {"text": widgets.Dropdown(options=sentences, value=sentences[0], description="sentence")}
+    return Explorer("Dynamic masking: which tokens are chosen, and what each becomes", controls, draw, in_book)
+
+
+def plot_fill_mask(text: str, predictions: Sequence) -> Figure:
+    """Horizontal bars: each predicted token (``.token``) and its probability (``.probability``), most probable on top."""
+    figure = Figure(figsize=(7.5, 0.32 * len(predictions) + 1.3), layout="constrained")
+    ax = figure.subplots()
+    labels = [repr(p.token) for p in predictions][::-1]
+    values = [p.probability for p in predictions][::-1]
+    ax.barh(range(len(values)), values, color="#4c72b0")
+    ax.set_yticks(range(len(values)), labels, family="monospace", fontsize=9)
+    for row, value in enumerate(values):
+        ax.text(value, row, f" {value:.1%}", va="center", fontsize=8)
+    ax.set_xlim(0, max(values + [0.01]) * 1.25)
+    ax.set_xlabel("probability at the <mask> position")
+    ax.set_title(textwrap.fill(text, 80), fontsize=10)
+    return figure
+
+
+def fill_mask_explorer(model, tokenizer, sentences: Sequence[str], fill: Callable | None = None,
+                       top_k: int = 8) -> Explorer:
+    """Type a sentence with one ``<mask>`` (in the book: pick one of ``sentences``); see the ``top_k`` tokens.
+
+    ``fill(model, tokenizer, text, top_k)`` defaults to :func:`course_lib.pretraining.esperberto.fill_mask`.
+    Text it refuses (no mask, two masks, too long) draws its message instead of a traceback.
+    """
+    if fill is None:
+        from .esperberto import fill_mask as fill
+    sentences = list(sentences)
+    if not sentences:
+        raise ValueError("give at least one example sentence")
+    style = {"style": {"description_width": "110px"}, "layout": widgets.Layout(width="640px")}
+    controls = {"text": widgets.Text(sentences[0], description="sentence", continuous_update=False,
+                                     placeholder="a sentence with one <mask>; press Enter", **style)}
+
+    def draw(text: str) -> Figure:
+        try:
+            predictions = fill(model, tokenizer, text, top_k)
+        except ValueError as error:
+            return _message_figure(str(error))
+        return plot_fill_mask(text, predictions)
+
+    in_book = {"text": widgets.Dropdown(options=sentences, value=sentences[0], description="sentence")}
+    return Explorer("Fill-mask: what the model puts in the <mask>", controls, draw, in_book)

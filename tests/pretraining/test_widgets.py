@@ -2,11 +2,17 @@
 reads back exactly what the library's masking did."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from course_lib.pretraining.masking import IGNORE_INDEX
-from course_lib.pretraining.widgets import masking_outcome, objective_targets, plot_masking, plot_objectives
+from course_lib.pretraining.masking import IGNORE_INDEX, mask_tokens
+from course_lib.pretraining.widgets import (
+    fill_mask_explorer, mask_sentence, masking_explorer, masking_outcome, objective_targets, plot_masking,
+    plot_objectives,
+)
+from course_lib.tokenization.widgets import readable_token
 
 MASK = 4
 
@@ -55,3 +61,80 @@ def test_masking_picture_counts_what_it_draws():
     legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert legend == ["not chosen: 2", "→ <mask>: 1", "→ random token: 1", "chosen, unchanged: 0"]
     assert "2 of 4 tokens chosen" in figure.axes[0].get_title()
+
+
+class _Prediction:
+    def __init__(self, token, probability):
+        self.token, self.probability = token, probability
+
+
+def _fake_fill(model, tokenizer, text, top_k):
+    if text.count("<mask>") != 1:
+        raise ValueError(f"fill_mask fills exactly one <mask>; the text has {text.count('<mask>')}")
+    return [_Prediction(f" w{i}", 0.5 / (i + 1)) for i in range(top_k)]
+
+
+def test_fill_mask_explorer_draws_what_fill_gives_most_probable_on_top():
+    explorer = fill_mask_explorer(None, None, ["La suno <mask>."], fill=_fake_fill, top_k=3)
+    ax = explorer.figure().axes[0]
+    widths = [bar.get_width() for bar in ax.patches]
+    assert widths == pytest.approx([0.5 / 3, 0.5 / 2, 0.5])  # bottom to top: the most probable drawn last, on top
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["' w2'", "' w1'", "' w0'"]
+
+
+def test_fill_mask_explorer_shows_the_refusal_instead_of_a_traceback():
+    explorer = fill_mask_explorer(None, None, ["La suno <mask>."], fill=_fake_fill)
+    explorer.controls["text"].value = "no mask here"
+    texts = [t.get_text() for t in explorer.figure().axes[0].texts]
+    assert any("exactly one <mask>" in t for t in texts)
+
+
+def test_fill_mask_explorer_in_the_book_switches_between_the_demo_sentences():
+    sentences = ["La suno <mask>.", "Mi <mask> vin."]
+    html = fill_mask_explorer(None, None, sentences, fill=_fake_fill).static_html()
+    assert html.count("<option") == 2 and "La suno &lt;mask&gt;." in html
+    assert '"states":[0,1]' in html  # one figure per sentence, and they differ
+
+
+@pytest.fixture(scope="module")
+def small_bpe():
+    from course_lib.tokenization import train_bpe
+
+    text = "la suno brilas super la ĝardeno kaj la infanoj ludas en la ĝardeno " * 20
+    return train_bpe([text], vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+
+
+def _ids(bpe):
+    special = bpe.special_tokens
+    return dict(mask_id=special["<mask>"], special_ids=list(special.values()), bos_id=special["<s>"],
+                eos_id=special["</s>"])
+
+
+def test_mask_sentence_is_the_librarys_masking_with_the_same_seed(small_bpe):
+    ids = _ids(small_bpe)
+    text = "la infanoj ludas en la ĝardeno kaj la suno brilas"
+    tokens, shown, kinds = mask_sentence(small_bpe, text, mlm_probability=0.5, seed=3, **ids)
+    encoded = torch.tensor([[ids["bos_id"], *small_bpe.encode(text), ids["eos_id"]]])
+    corrupted, labels = mask_tokens(encoded, mask_id=ids["mask_id"], vocab_size=len(small_bpe),
+                                    special_ids=ids["special_ids"], mlm_probability=0.5,
+                                    generator=torch.Generator().manual_seed(3))
+    assert kinds == masking_outcome(encoded[0], corrupted[0], labels[0], ids["mask_id"])
+    readable = [readable_token(small_bpe.id_to_token[i], small_bpe) for i in corrupted[0].tolist()]
+    assert all(token.isprintable() for token in shown)  # a control byte drawn at random is shown escaped
+    assert [a for a, b in zip(shown, readable) if b.isprintable()] == [b for b in readable if b.isprintable()]
+    assert tokens[0] == "<s>" and tokens[-1] == "</s>" and len(tokens) == encoded.shape[1]
+    assert "not chosen" in kinds and len(set(kinds)) > 1  # half of the tokens chosen: both kinds occur
+
+
+def test_with_probability_one_every_ordinary_token_is_chosen_and_no_special_one(small_bpe):
+    _, _, kinds = mask_sentence(small_bpe, "la suno brilas super la ĝardeno", mlm_probability=1.0, seed=0,
+                                **_ids(small_bpe))
+    assert kinds[0] == kinds[-1] == "not chosen"  # <s> and </s>
+    assert "not chosen" not in kinds[1:-1]
+
+
+def test_masking_explorer_moves_in_the_book(small_bpe):
+    explorer = masking_explorer(small_bpe, ["la suno brilas super la ĝardeno kaj la infanoj ludas"], **_ids(small_bpe))
+    html = explorer.static_html()
+    states = json.loads(html.split('<script type="application/json">')[1].split("</script>")[0])
+    assert len(states["controls"]) >= 2 and len(set(states["states"])) > 1  # the seed and probability change the figure
