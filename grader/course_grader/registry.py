@@ -42,6 +42,7 @@ LABS: tuple[Lab, ...] = (
     Lab("seq2seq", 4),  # chapters 3 (additive attention) and 4 (the decoder layer)
     Lab("decoding", 5),
     Lab("reformer", 6),
+    Lab("pretraining", 7),
 )
 
 

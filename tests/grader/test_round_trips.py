@@ -28,6 +28,7 @@ FEEDBACK_SAMPLES = {
     "seq2seq": ("no_causal_mask", "position t reads the very token it must predict"),
     "decoding": ("cache_not_reordered", "beams are not reordered with their cache"),
     "reformer": ("stores_activations", "the layer saves no memory"),
+    "pretraining": ("shift_applied_twice", "shift_labels does the shift"),
 }
 
 

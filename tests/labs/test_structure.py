@@ -50,6 +50,8 @@ RELEASE_SAMPLES = {
     "seq2seq": (("masked_fill", ".tril()"), ("test_causal_self_attention", "peek at later tokens")),
     "decoding": (("keep_sorted", "k[rows], v[rows]"), ("test_top_p", "top_p_filter(logits, 0.6)")),
     "reformer": (("stable=True).indices", "torch.roll(chunks, 1"), ("test_hash", "[[0, 1, 2, 3]]")),
+    "pretraining": (("(u < probability) & (input_ids >= n_special)", "torch.cat([labels[:, 1:], last], dim=1)"),
+                    ("test_shift", "[[12, 13, 14, -100], [22, -100, -100, -100]]")),
 }
 
 
