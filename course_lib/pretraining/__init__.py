@@ -7,6 +7,8 @@
 * :mod:`.encoder_inputs` — the encoder's input checks (errors that name the fix) and RoBERTa's position ids.
 * :mod:`.esperberto` — EsperBERTo, the course's own small RoBERTa-like model trained on Esperanto;
   loading it, fill-mask. Trained by ``scripts/train_esperberto.py``.
+* :mod:`.widgets` — the pretraining chapter's pictures and explorers: the two objectives side by side,
+  dynamic masking on a sentence, fill-mask.
 
 Built from :mod:`course_lib.attention`, :mod:`course_lib.tokenization` and :mod:`course_lib.seq2seq`'s layers.
 Not covered: fine-tuning heads beyond what the chapter's experiment needs (the transfer-learning unit).
