@@ -1,6 +1,7 @@
 """The pretraining chapter's pictures: what each objective lets a position see and learn from, what dynamic
 masking did to a sentence, and what EsperBERTo puts where a word is masked.
 
+* :func:`plot_pretrain_adapt`: the two steps of sequential transfer learning as boxes and arrows.
 * :func:`objective_targets` and :func:`plot_objectives`: the two objectives side by side. For a causal LM
   (GPT) every position sees itself and the positions before it (:func:`~course_lib.attention.causal_mask`)
   and is trained to produce the *next* token; for a masked LM (BERT, RoBERTa) every position sees the
@@ -24,6 +25,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 
 import ipywidgets as widgets
+import matplotlib.patches as matplotlib_patches
 import torch
 from matplotlib.figure import Figure
 
@@ -34,7 +36,7 @@ from .masking import IGNORE_INDEX, mask_tokens
 
 __all__ = [
     "MASKING_KINDS", "fill_mask_explorer", "mask_sentence", "masking_explorer", "masking_outcome", "objective_targets",
-    "plot_fill_mask", "plot_masking", "plot_objectives",
+    "plot_fill_mask", "plot_masking", "plot_objectives", "plot_pretrain_adapt",
 ]
 
 # What happened at one position, in the order the figures list them.
@@ -48,6 +50,37 @@ def _message_figure(message: str) -> Figure:
     ax = figure.subplots()
     ax.axis("off")
     ax.text(0.5, 0.5, textwrap.fill(message, 90), ha="center", va="center", fontsize=11, color="firebrick")
+    return figure
+
+
+def plot_pretrain_adapt() -> Figure:
+    """Pretraining (lots of unlabelled text, a language-model head) then adaptation (a little labelled data, the
+    same body with a new task head): what is kept, what is replaced."""
+    figure = Figure(figsize=(10, 3.0), layout="constrained")
+    ax = figure.subplots()
+    ax.set(xlim=(0, 10), ylim=(0, 3.2))
+    ax.axis("off")
+    boxes = [  # (x, y, width, height, text, colour)
+        (0.1, 1.8, 2.4, 1.1, "unlabelled text\n(BERT: 3.3 billion words;\nhere: 1 MB)", "0.92"),
+        (3.2, 1.8, 2.0, 1.1, "the body\n(embeddings + layers)", "#c6dbef"),
+        (5.9, 1.8, 2.0, 1.1, "LM head:\nnext or masked token", "#fdd0a2"),
+        (0.1, 0.2, 2.4, 1.1, "labelled task data\n(e.g. 151 sentences\ntagged with parts of speech)", "0.92"),
+        (3.2, 0.2, 2.0, 1.1, "the same body,\npretrained weights", "#c6dbef"),
+        (5.9, 0.2, 2.0, 1.1, "task head (new):\na tag per token", "#c7e9c0"),
+    ]
+    for x, y, width, height, text, colour in boxes:
+        ax.add_patch(matplotlib_patches.FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.05",
+                                                       facecolor=colour, edgecolor="0.4"))
+        ax.text(x + width / 2, y + height / 2, text, ha="center", va="center", fontsize=8.5)
+    arrow = {"arrowstyle": "->", "color": "0.3", "lw": 1.3}
+    for y in (2.35, 0.75):
+        ax.annotate("", (3.15, y), (2.55, y), arrowprops=arrow)
+        ax.annotate("", (5.85, y), (5.25, y), arrowprops=arrow)
+    ax.annotate("", (4.2, 1.35), (4.2, 1.75), arrowprops=arrow)
+    ax.text(4.3, 1.55, "keep", fontsize=8, va="center")
+    ax.text(6.9, 1.55, "replace", fontsize=8, va="center", ha="center", color="firebrick")
+    ax.text(8.1, 2.35, "1. pretraining:\nself-supervised,\nlong and costly", fontsize=8.5, va="center")
+    ax.text(8.1, 0.75, "2. adaptation:\nsupervised,\nshort and cheap", fontsize=8.5, va="center")
     return figure
 
 

@@ -10,7 +10,7 @@ import torch
 from course_lib.pretraining.masking import IGNORE_INDEX, mask_tokens
 from course_lib.pretraining.widgets import (
     fill_mask_explorer, mask_sentence, masking_explorer, masking_outcome, objective_targets, plot_masking,
-    plot_objectives,
+    plot_objectives, plot_pretrain_adapt,
 )
 from course_lib.tokenization.widgets import readable_token
 
@@ -138,3 +138,9 @@ def test_masking_explorer_moves_in_the_book(small_bpe):
     html = explorer.static_html()
     states = json.loads(html.split('<script type="application/json">')[1].split("</script>")[0])
     assert len(states["controls"]) >= 2 and len(set(states["states"])) > 1  # the seed and probability change the figure
+
+
+def test_pretrain_adapt_picture_keeps_the_body_and_replaces_the_head():
+    texts = [t.get_text() for t in plot_pretrain_adapt().axes[0].texts]
+    assert "keep" in texts and "replace" in texts
+    assert sum("body" in t for t in texts) == 2 and any("task head" in t for t in texts)
