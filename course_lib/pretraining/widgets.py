@@ -173,25 +173,26 @@ def plot_masking(tokens: Sequence[str], shown: Sequence[str], kinds: Sequence[st
         raise ValueError("tokens, shown and kinds must have one entry per position")
     counts = {kind: list(kinds).count(kind) for kind in MASKING_KINDS}
     chosen = len(kinds) - counts["not chosen"]
-    figure = Figure(figsize=(11, 2.9), layout="constrained")
-    ax = figure.subplots()
-    x, line, width = 0.0, 0, 90.0
-    for before, after, kind in zip(tokens, shown, kinds):
+    places, x, line, width = [], 0.0, 0, 90.0  # where each position's pair of boxes goes, wrapped into lines
+    for before, after in zip(tokens, shown):
         size = max(len(before), len(after), 1) + 1.5
         if x + size > width and x > 0:
             x, line = 0.0, line + 1
-        y = -line * 3.2
+        places.append((x, -line * 3.2))
+        x += size
+    figure = Figure(figsize=(11, 1.5 + 0.9 * (line + 1)), layout="constrained")
+    ax = figure.subplots()
+    for (x, y), before, after, kind in zip(places, tokens, shown, kinds):
         ax.text(x, y, before, family="monospace", fontsize=9, va="center", ha="left",
                 bbox={"boxstyle": "round,pad=0.25", "facecolor": "0.93", "edgecolor": "0.7"})
         ax.text(x, y - 1.3, after, family="monospace", fontsize=9, va="center", ha="left",
                 bbox={"boxstyle": "round,pad=0.25", "facecolor": KIND_COLOURS[kind], "edgecolor": "0.4",
                       "alpha": 0.55 if kind != "not chosen" else 1.0})
-        x += size
-    ax.set(xlim=(-0.5, width + 0.5), ylim=(-line * 3.2 - 2.3, 1.0))
+    ax.set(xlim=(-0.5, width + 0.5), ylim=(-line * 3.2 - 2.0, 0.8))
     ax.axis("off")
     handles = [ax.scatter([], [], marker="s", s=80, color=KIND_COLOURS[kind], edgecolors="0.4") for kind in MASKING_KINDS]
-    ax.legend(handles, [f"{kind}: {counts[kind]}" for kind in MASKING_KINDS], ncol=4, loc="lower center",
-              bbox_to_anchor=(0.5, -0.28), fontsize=8, frameon=False)
+    figure.legend(handles, [f"{kind}: {counts[kind]}" for kind in MASKING_KINDS], ncol=4, loc="outside lower center",
+                  fontsize=8, frameon=False)
     ax.set_title(title or f"{chosen} of {len(kinds)} tokens chosen (top: the text; below: what the model sees)",
                  fontsize=10)
     return figure

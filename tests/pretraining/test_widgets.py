@@ -58,7 +58,7 @@ def test_masking_outcome_refuses_an_output_no_masking_rule_can_give(corrupted, l
 def test_masking_picture_counts_what_it_draws():
     kinds = ["not chosen", "→ <mask>", "→ random token", "not chosen"]
     figure = plot_masking(["a", "b", "c", "d"], ["a", "<mask>", "x", "d"], kinds)
-    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]
     assert legend == ["not chosen: 2", "→ <mask>: 1", "→ random token: 1", "chosen, unchanged: 0"]
     assert "2 of 4 tokens chosen" in figure.axes[0].get_title()
 
