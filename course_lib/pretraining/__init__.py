@@ -5,8 +5,10 @@
 * :mod:`.encoder` — an encoder-only model in BERT/RoBERTa's layout (embeddings, the library's encoder
   layers, a tied masked-LM head, an optional pooler); loads HF's BERT/RoBERTa weights and the real MiniLM.
 * :mod:`.encoder_inputs` — the encoder's input checks (errors that name the fix) and RoBERTa's position ids.
-* :mod:`.esperberto` — EsperBERTo, the course's own small RoBERTa-like model trained on Esperanto;
-  loading it, fill-mask. Trained by ``scripts/train_esperberto.py``.
+* :mod:`.esperberto` — EsperBERTo, the course's own small RoBERTa-like model trained on Esperanto:
+  its data split, loading it, fill-mask. Trained by ``scripts/train_esperberto.py``.
+* :mod:`.training` — the masked-LM training loop (dynamic masking, AdamW, warm-up and linear decay)
+  and the held-out figures (masked-token accuracy, perplexity, the unigram baseline).
 * :mod:`.widgets` — the pretraining chapter's pictures and explorers: the two objectives side by side,
   dynamic masking on a sentence, fill-mask.
 
@@ -16,9 +18,13 @@ Not covered: fine-tuning heads beyond what the chapter's experiment needs (the t
 from .encoder import (
     Encoder, EncoderConfig, EncoderForMaskedLM, EncoderOutput, attention_maps, from_hf, load_minilm,
 )
+from .esperberto import DEMO_SENTENCES, MaskPrediction, esperanto_corpus, fill_mask, load_esperberto
 from .masking import IGNORE_INDEX, causal_lm_loss, choose_positions, corrupt, mask_tokens, mlm_loss, shift_labels
+from .training import MLMFigures, TokenIds, evaluate_mlm, train_mlm, unigram_baseline
 
 __all__ = [
     "EncoderConfig", "Encoder", "EncoderForMaskedLM", "EncoderOutput", "attention_maps", "from_hf", "load_minilm",
     "IGNORE_INDEX", "mask_tokens", "choose_positions", "corrupt", "mlm_loss", "shift_labels", "causal_lm_loss",
+    "load_esperberto", "fill_mask", "MaskPrediction", "esperanto_corpus", "DEMO_SENTENCES",
+    "train_mlm", "evaluate_mlm", "unigram_baseline", "MLMFigures", "TokenIds",
 ]
