@@ -9,6 +9,10 @@
   its data split, loading it, fill-mask. Trained by ``scripts/train_esperberto.py``.
 * :mod:`.training` — the masked-LM training loop (dynamic masking, AdamW, warm-up and linear decay)
   and the held-out figures (masked-token accuracy, perplexity, the unigram baseline).
+* :mod:`.tagging` — part-of-speech tagging on the encoder: the CoNLL-U reader (UD Esperanto), tags on
+  first sub-words, the token-classification head.
+* :mod:`.tagging_experiment` — does pretraining pay? k-fold cross-validation of a pretrained encoder
+  against the same architecture from scratch (``scripts/pos_esperanto.py``).
 * :mod:`.widgets` — the pretraining chapter's pictures and explorers: the two objectives side by side,
   dynamic masking on a sentence, fill-mask.
 
@@ -20,6 +24,7 @@ from .encoder import (
 )
 from .esperberto import DEMO_SENTENCES, MaskPrediction, esperanto_corpus, fill_mask, load_esperberto
 from .masking import IGNORE_INDEX, causal_lm_loss, choose_positions, corrupt, mask_tokens, mlm_loss, shift_labels
+from .tagging import EncoderForTokenClassification, load_ud_esperanto
 from .training import MLMFigures, TokenIds, evaluate_mlm, train_mlm, unigram_baseline
 
 __all__ = [
@@ -27,4 +32,5 @@ __all__ = [
     "IGNORE_INDEX", "mask_tokens", "choose_positions", "corrupt", "mlm_loss", "shift_labels", "causal_lm_loss",
     "load_esperberto", "fill_mask", "MaskPrediction", "esperanto_corpus", "DEMO_SENTENCES",
     "train_mlm", "evaluate_mlm", "unigram_baseline", "MLMFigures", "TokenIds",
+    "EncoderForTokenClassification", "load_ud_esperanto",
 ]

@@ -2,9 +2,10 @@
 
 Compared at every real position of a padded batch: every layer's hidden states, every layer's attention
 weights (HF's eager attention), the pooler and the MLM logits, within 1e-5. Padding positions are left
-out of the comparison: they are computed (a padding embedding attending to the real tokens) but nothing
-reads them; what matters about them is tested directly: a padded row gives the same real-position
-outputs as the same sentence alone. Then the tie, gradients, the config's round trip and the errors.
+out of the comparison: they are computed (the padding token's embedding attending to the real tokens,
+as in HF, so they happen to agree too) but no output should be read there; what matters about padding
+is tested directly: a padded row gives the same real-position outputs as the same sentence alone.
+Then the tie, gradients, the config's round trip and the errors.
 """
 from __future__ import annotations
 
@@ -97,10 +98,11 @@ def test_every_layer_attentions_pooler_and_logits_equal_hf(pair):
         assert (out.pooler_output - theirs.pooler_output).abs().max() < ATOL
 
 
-def test_bert_token_types_are_read(pair):
-    name, hf, ours = pair
-    if not name.startswith("Bert"):
-        pytest.skip("RoBERTa has a single token type")
+@pytest.mark.parametrize("name", ["BertModel", "BertForMaskedLM"])  # RoBERTa has a single token type
+def test_bert_token_types_are_read(name):
+    torch.manual_seed(3)
+    hf = _perturbed(BUILDERS[name]())
+    ours = from_hf(hf).eval()
     ids, mask = padded_batch(0)
     segments = (torch.arange(ids.shape[1]) >= 3).long().expand_as(ids) * mask  # sentence A, then B
     (out, _, logits), theirs = _ours_and_theirs(hf, ours, ids, mask, segments)
