@@ -51,6 +51,7 @@ EXTRAS = {
     "chapters/02_tokenization.ipynb": ("datasets", "tokenizers"),  # HF datasets and tokenizers, GPT-2's files
     "chapters/03_rnn_attention.ipynb": ("bleu", "datasets"),  # sacrebleu; Multi30k as a datasets.Dataset
     "chapters/04_transformer.ipynb": ("datasets", "views"),
+    "chapters/07_pretraining.ipynb": ("views",),  # bertviz: EsperBERTo's attention
 }
 
 

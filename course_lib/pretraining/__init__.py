@@ -13,6 +13,8 @@
   first sub-words, the token-classification head.
 * :mod:`.tagging_experiment` — does pretraining pay? k-fold cross-validation of a pretrained encoder
   against the same architecture from scratch (``scripts/pos_esperanto.py``).
+* :mod:`.widgets` — the pretraining chapter's pictures and explorers: the two objectives side by side,
+  dynamic masking on a sentence, fill-mask.
 
 Built from :mod:`course_lib.attention`, :mod:`course_lib.tokenization` and :mod:`course_lib.seq2seq`'s layers.
 Not covered: fine-tuning heads beyond what the chapter's experiment needs (the transfer-learning unit).
