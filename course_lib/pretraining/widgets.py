@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 
 from ..attention.masks import causal_mask
 from ..tokenization.widgets import readable_token
-from ..viz import Explorer
+from ..viz import Explorer, message_figure
 from .masking import IGNORE_INDEX, mask_tokens
 
 __all__ = [
@@ -43,14 +43,6 @@ __all__ = [
 MASKING_KINDS = ("not chosen", "→ <mask>", "→ random token", "chosen, unchanged")
 KIND_COLOURS = {"not chosen": "white", "→ <mask>": "#4c72b0", "→ random token": "#dd8452",
                 "chosen, unchanged": "#55a868"}
-
-
-def _message_figure(message: str) -> Figure:
-    figure = Figure(figsize=(9, 1.6), layout="constrained")
-    ax = figure.subplots()
-    ax.axis("off")
-    ax.text(0.5, 0.5, textwrap.fill(message, 90), ha="center", va="center", fontsize=11, color="firebrick")
-    return figure
 
 
 def plot_pretrain_adapt() -> Figure:
@@ -231,7 +223,7 @@ def masking_explorer(tokenizer, sentences: Sequence[str], *, mask_id: int, speci
 
     def draw(text: str, mlm_probability: float, seed: int) -> Figure:
         if not text.strip():
-            return _message_figure("Type a sentence to mask.")
+            return message_figure("Type a sentence to mask.", width=9, columns=90)
         tokens, shown, kinds = mask_sentence(tokenizer, text, mask_id=mask_id, special_ids=special_ids,
                                              bos_id=bos_id, eos_id=eos_id, mlm_probability=mlm_probability, seed=seed)
         return plot_masking(tokens, shown, kinds)
@@ -276,7 +268,7 @@ def fill_mask_explorer(model, tokenizer, sentences: Sequence[str], fill: Callabl
         try:
             predictions = fill(model, tokenizer, text, top_k)
         except ValueError as error:
-            return _message_figure(str(error))
+            return message_figure(str(error), width=9, columns=90)
         return plot_fill_mask(text, predictions)
 
     in_book = {"text": widgets.Dropdown(options=sentences, value=sentences[0], description="sentence")}

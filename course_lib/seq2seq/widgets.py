@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ..data.loader import load_multi30k
-from ..viz import Explorer
+from ..viz import Explorer, message_figure
 from .alignment import Alignment, align
 from .transformer import Transformer
 from .translation import Tokenizers, load_translation_model
@@ -68,14 +68,6 @@ def plot_alignment(alignment: Alignment, label: str = "", ax=None) -> Figure:
     return ax.figure
 
 
-def _message_figure(message: str) -> Figure:
-    figure = Figure(figsize=(7, 1.6), layout="constrained")
-    ax = figure.add_subplot()
-    ax.axis("off")
-    ax.text(0.5, 0.5, textwrap.fill(message, 80), ha="center", va="center", fontsize=11, color="firebrick")
-    return figure
-
-
 def translation_explorer(models: dict[str, nn.Module] | None = None, sentences: Sequence[str] | None = None,
                          tokenizers: Tokenizers | None = None) -> Explorer:
     """Pick or type a German sentence, choose model, layer and head; see the translation and its alignment."""
@@ -113,7 +105,7 @@ def translation_explorer(models: dict[str, nn.Module] | None = None, sentences: 
         try:
             result = translation_alignment(models, model_name, text, layer, head, tokenizers)
         except ValueError as error:
-            return _message_figure(f"Cannot translate this: {error}")
+            return message_figure(f"Cannot translate this: {error}")
         is_rnn = not isinstance(models[model_name], Transformer)
         heads = "mean of heads" if head == "mean" else f"head {head}"
         which = "additive attention" if is_rnn else f"layer {layer}, {heads}"

@@ -7,8 +7,8 @@ views with their scripts served locally), :mod:`.book` (the book's Sphinx extens
 libraries once per page). Each topic's explorers live beside the topic, in
 ``course_lib/<topic>/widgets.py``, and build on :class:`Explorer`.
 """
-from .explorer import Explorer
+from .explorer import Explorer, message_figure
 from .plots import plot_attention, plot_heads, plot_positional_encoding
 from .source import show_source
 
-__all__ = ["Explorer", "plot_attention", "plot_heads", "plot_positional_encoding", "show_source"]
+__all__ = ["Explorer", "message_figure", "plot_attention", "plot_heads", "plot_positional_encoding", "show_source"]

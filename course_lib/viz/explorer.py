@@ -11,6 +11,7 @@ kernel. Not covered: the pictures themselves (each topic's widgets).
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Callable
 
 import ipywidgets as widgets
@@ -18,7 +19,17 @@ from matplotlib.figure import Figure
 
 from .static_explorer import render_static, static_requested
 
-__all__ = ["Explorer"]
+__all__ = ["Explorer", "message_figure"]
+
+
+def message_figure(message: str, width: float = 7, columns: int = 80) -> Figure:
+    """A figure that only says ``message``: what an explorer draws when its input cannot be drawn."""
+    figure = Figure(figsize=(width, 1.6), layout="constrained")
+    ax = figure.add_subplot()
+    ax.axis("off")
+    ax.text(0.5, 0.5, textwrap.fill(message, columns), ha="center", va="center", fontsize=11,
+            color="firebrick")
+    return figure
 
 
 class Explorer:
