@@ -79,8 +79,10 @@ def _isolate(config: dict, loopback: bool = False) -> tuple[list[str], list[str]
         warnings.append("could not bring up the loopback interface: kernels cannot start")
     scratch_size = f"size={config['limits'].get('scratch_bytes', 16 << 20)},mode=1777".encode()
     if "mount" in done and _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0:
-        # Python and the course's library may live under /tmp (a clone there, its venv): bind them back.
-        needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, *config.get("needed", ()))}
+        # Python and the course's library may live under /tmp (a clone there, its venv, a .pth file's folders on
+        # sys.path): bind them back. Not the working directory ('' on sys.path), which may hold what is graded.
+        imports = [p for p in sys.path if p and os.path.isabs(p) and os.path.realpath(p) != os.getcwd()]
+        needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, *imports, *config.get("needed", ()))}
         covered = [d for d in needed if any(d.startswith(s + "/") for s in ("/tmp", "/dev/shm")) and os.path.isdir(d)]
         handles = {d: os.open(d, os.O_PATH) for d in covered}
         for path in ("/tmp", "/dev/shm"):  # writable and empty
