@@ -12,6 +12,7 @@ subject, its modules small and in reading order:
 ``models``         the course's own trained models: a GPT and the string reverser
 ``reformer``       LSH attention, chunking, reversible layers (and the memory benchmark)
 ``pretraining``    masked and causal LM objectives, the BERT/RoBERTa encoder, EsperBERTo
+``transfer``       task heads, fine-tuning the real MiniLM, distillation, warm-started encoder-decoders
 ``lab_checks``     the labs' hidden checks (the instructor's grader is ``course_grader``)
 =================  ==========================================================================
 

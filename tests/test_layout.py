@@ -16,7 +16,7 @@ import pytest
 from tests.paths import REPO
 
 LIBRARY = REPO / "course_lib"
-TOPICS = ["attention", "tokenization", "decoding", "seq2seq", "models", "reformer", "pretraining", "lab_checks"]
+TOPICS = ["attention", "tokenization", "decoding", "seq2seq", "models", "reformer", "pretraining", "transfer", "lab_checks"]
 SHARED = ["runtime", "data", "viz", "notebooks", "version"]
 
 
