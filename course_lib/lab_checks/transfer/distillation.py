@@ -135,8 +135,8 @@ def check_temperature(distillation_loss: Callable) -> None:
              "dividing the logits by T shrinks the gradients by about 1/T²: multiply the loss by T ** 2 so that "
              "its share in the total loss stays the same whatever T (Hinton et al. 2015)."),
             (temperature * softened, "distillation_loss multiplies by T instead of T²",
-             "the gradients shrink by 1/T² (one 1/T from each softened softmax's slope, one from the logits): "
-             "multiply by T ** 2."),
+             "the gradients shrink by about 1/T², not 1/T (one 1/T from dividing the logits, another because the "
+             "softened distributions differ less): multiply by T ** 2."),
             (lambda: square * own(student, teacher / temperature),
              "distillation_loss divides the teacher's logits by T but not the student's",
              "soften both sides: F.log_softmax(student_logits / T) against F.log_softmax(teacher_logits / T)."),
