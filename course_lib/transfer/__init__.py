@@ -24,8 +24,9 @@ from .distillation import (
     DISTILBERT_WEIGHTS, distilbert_loss, distillation_loss, hard_label_loss, hidden_cosine_loss, student_from_scratch,
     student_from_teacher,
 )
-from .heads import pool
+from .heads import EncoderForSequenceClassification, pool, sequence_classification_loss
 
 __all__ = ["SST2_LABELS", "load_sst2", "load_ud_english_ewt", "pool", "distillation_loss",
+           "EncoderForSequenceClassification", "sequence_classification_loss",
            "DISTILBERT_WEIGHTS", "hard_label_loss", "hidden_cosine_loss", "distilbert_loss", "student_from_teacher",
            "student_from_scratch"]
