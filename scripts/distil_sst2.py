@@ -152,15 +152,16 @@ def main(argv=None) -> int:
         save()
     print(f"teacher: dev {record['teacher']['dev_accuracy']:.4f}, test {record['teacher']['test_accuracy']:.4f}")
 
-    started, cpu_started, load = time.perf_counter(), time.process_time(), uptime()
-    targets = exp.teacher_targets(teacher, train, pad_id)
-    note("teacher targets", started, cpu_started, load)
-
+    targets = None  # computed once, when the first distilled student needs them (a resumed run may not)
     for seed in args.seeds:
         for init, build in INITS.items():
             for loss in LOSSES:
                 if any((r["seed"], r["init"], r["loss"]) == (seed, init, loss) for r in record["students"]):
                     continue
+                if loss == "distilled" and targets is None:
+                    started, cpu_started, load = time.perf_counter(), time.process_time(), uptime()
+                    targets = exp.teacher_targets(teacher, train, pad_id)
+                    note("teacher targets", started, cpu_started, load)
                 started, cpu_started, load = time.perf_counter(), time.process_time(), uptime()
                 torch.manual_seed(seed)
                 student = build(teacher)
