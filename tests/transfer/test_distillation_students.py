@@ -15,13 +15,18 @@ from torch import nn
 from course_lib.pretraining.encoder import Encoder, EncoderConfig
 from course_lib.transfer.distillation import every_other_layer, student_from_scratch, student_from_teacher
 from course_lib.transfer.distillation_experiment import SentenceClassifier
+from course_lib.transfer.heads import EncoderForSequenceClassification
 
 CONFIG = EncoderConfig(vocab_size=50, dim=16, num_layers=6, num_heads=2, ffn_dim=32, max_positions=20, dropout=0.1)
 
 
-def teacher_model(pooling="cls"):
+def teacher_model(pooling="cls", kind="experiment"):
+    """The experiment's classifier, or p15-classify's agreed one (``kind="heads"``): the students work on both."""
     torch.manual_seed(0)
-    teacher = SentenceClassifier(Encoder(CONFIG), num_labels=3, pooling=pooling)
+    if kind == "heads":
+        teacher = EncoderForSequenceClassification(CONFIG, num_labels=3, pooling=pooling)
+    else:
+        teacher = SentenceClassifier(Encoder(CONFIG), num_labels=3, pooling=pooling)
     with torch.no_grad():  # LayerNorms and biases away from their initial values, so copies are told apart
         for p in teacher.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -43,10 +48,12 @@ def test_every_other_layer():
     assert every_other_layer(5) == [0, 2, 4]
 
 
-def test_student_layer_k_is_teacher_layer_2k_and_the_rest_is_copied():
-    teacher = teacher_model()
+@pytest.mark.parametrize("kind", ["experiment", "heads"])
+def test_student_layer_k_is_teacher_layer_2k_and_the_rest_is_copied(kind):
+    teacher = teacher_model(kind=kind)
     student = student_from_teacher(teacher)
     assert len(student.encoder.layers) == 3 and student.encoder.config.num_layers == 3
+    assert getattr(student, "config", student.encoder.config) is student.encoder.config
     teacher_state, student_state = teacher.state_dict(), student.state_dict()
     for name, value in student_state.items():
         if name.startswith("encoder.layers."):
@@ -59,17 +66,19 @@ def test_student_layer_k_is_teacher_layer_2k_and_the_rest_is_copied():
         n for n in student_state if not n.startswith("encoder.layers.")}
 
 
+@pytest.mark.parametrize("kind", ["experiment", "heads"])
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_keeping_every_layer_gives_the_teachers_outputs_exactly(pooling):
-    teacher = teacher_model(pooling)
+def test_keeping_every_layer_gives_the_teachers_outputs_exactly(pooling, kind):
+    teacher = teacher_model(pooling, kind)
     student = student_from_teacher(teacher, range(6)).eval()
     ids, mask = batch()
     with torch.no_grad():
         assert torch.equal(student(ids, mask), teacher(ids, mask))
 
 
-def test_layers_0_2_4_compute_what_the_teacher_computes_with_those_layers():
-    teacher = teacher_model()
+@pytest.mark.parametrize("kind", ["experiment", "heads"])
+def test_layers_0_2_4_compute_what_the_teacher_computes_with_those_layers(kind):
+    teacher = teacher_model(kind=kind)
     student = student_from_teacher(teacher).eval()
     ids, mask = batch()
     with torch.no_grad():
@@ -96,8 +105,9 @@ def test_the_teacher_is_untouched_and_shares_nothing():
     assert not teacher_storage & {p.data_ptr() for p in student.parameters()}
 
 
-def test_from_scratch_student_has_the_shape_and_none_of_the_values():
-    teacher = teacher_model()
+@pytest.mark.parametrize("kind", ["experiment", "heads"])
+def test_from_scratch_student_has_the_shape_and_none_of_the_values(kind):
+    teacher = teacher_model(kind=kind)
     torch.manual_seed(5)
     student = student_from_scratch(teacher)
     shaped = student_from_teacher(teacher)
