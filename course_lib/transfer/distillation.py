@@ -16,7 +16,11 @@ Losses (every one with the teacher's side detached: the teacher is a fixed targe
 
 Students (:func:`student_from_teacher`): DistilBERT's rule — half the layers, every other one of the
 teacher's (0, 2, 4 of MiniLM's 6), plus everything around them (embeddings, pooler, classification head),
-copied. :func:`student_from_scratch` builds the same shape with every weight drawn afresh.
+copied. The SST-2 experiment takes them from the *fine-tuned* teacher, not from the pretrained MiniLM:
+DistilBERT initialised its student from the very model it distilled, only the fine-tuned teacher has a
+trained head (and a pooler or layers already adapted to the task), so the student starts as a truncated copy
+of the function it is asked to imitate. :func:`student_from_scratch` builds the same shape with every weight
+drawn afresh.
 
 Not covered: distilling intermediate layers or attention maps (TinyBERT, MiniLM itself), a student with a
 different hidden size (it would need a projection for the cosine term), distillation during pre-training.

@@ -3,7 +3,9 @@
 * :class:`SentenceClassifier` — a minimal sequence classifier on the library's encoder (pooled sentence →
   dropout → linear), written here because p15-classify's ``heads.EncoderForSequenceClassification`` was not
   there yet when this experiment had to start; same attribute names (``.encoder``, ``.classifier``) and
-  ``forward(input_ids, attention_mask=None, token_type_ids=None) -> logits (B, C)``.
+  ``forward(input_ids, attention_mask=None, token_type_ids=None) -> logits (B, C)``. With ``pooling="mean"``
+  it computes what ``EncoderForSequenceClassification(config, pooling="mean")`` computes (no pooler, dropout,
+  linear); the committed record was made with this class, so it stays until the experiment is rerun.
 * :func:`encode` / :func:`batches_in_order` / :func:`epoch_batches` / :func:`pad` — token ids, padded batches
   of similar length.
 * :func:`train` — AdamW, linear warm-up then linear decay, gradient norm clipped at 1; on the gold labels

@@ -153,3 +153,15 @@ def test_student_of_the_real_minilm():
     with torch.no_grad():
         assert torch.equal(student_from_teacher(teacher, range(6)).eval()(inputs["input_ids"], inputs["attention_mask"]),
                            teacher(inputs["input_ids"], inputs["attention_mask"]))
+
+
+def test_the_experiments_classifier_computes_what_the_agreed_head_computes():
+    import copy
+
+    heads = teacher_model("mean", "heads")
+    ours = SentenceClassifier(copy.deepcopy(heads.encoder), num_labels=3, pooling="mean").eval()
+    ours.classifier.load_state_dict(heads.classifier.state_dict())
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in heads.parameters())
+    ids, mask = batch()
+    with torch.no_grad():
+        assert torch.equal(ours(ids, mask), heads(ids, mask))
