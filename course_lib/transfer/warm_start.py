@@ -88,9 +88,9 @@ class BertDecoder(nn.Module):
         if self.token_type_embeddings is not None:
             x = x + self.token_type_embeddings.weight[0]  # the decoder's tokens are all segment 0
         x = self.embedding_dropout(self.embedding_norm(x))
-        future = causal_mask(input_ids.shape[1], device=input_ids.device)  # (T, T) True = may attend
+        causal = causal_mask(input_ids.shape[1], device=input_ids.device)  # (T, T) True = may attend
         for layer in self.layers:
-            x = layer(x, memory, tgt_mask=future, tgt_key_padding_mask=real, memory_key_padding_mask=memory_mask)
+            x = layer(x, memory, tgt_mask=causal, tgt_key_padding_mask=real, memory_key_padding_mask=memory_mask)
         return x  # (B, T, D)
 
     def forward(self, input_ids, memory, attention_mask=None, memory_mask=None) -> torch.Tensor:
