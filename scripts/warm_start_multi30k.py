@@ -12,7 +12,7 @@ the record with the same settings are skipped): data files and SHA-256, the toke
 side, settings, per run the steps, time, loss history, BLEU on test2016 (greedy, lower-cased) and every
 hypothesis, the machine and its load. Example::
 
-    nice -n 5 python scripts/warm_start_multi30k.py --threads 1 --pairs 4000 --steps 300 --seeds 0
+    nice -n 5 python scripts/warm_start_multi30k.py --threads 1 --pairs 4000 --steps 250 --seeds 0 --models warm random warm_encoder
 """
 from __future__ import annotations
 
