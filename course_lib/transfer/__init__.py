@@ -25,8 +25,9 @@ from .distillation import (
     student_from_teacher,
 )
 from .heads import EncoderForSequenceClassification, pool, sequence_classification_loss
+from .warm_start import BertEncoderDecoder, greedy_generate, warm_start_from_encoder
 
 __all__ = ["SST2_LABELS", "load_sst2", "load_ud_english_ewt", "pool", "distillation_loss",
            "EncoderForSequenceClassification", "sequence_classification_loss",
            "DISTILBERT_WEIGHTS", "hard_label_loss", "hidden_cosine_loss", "distilbert_loss", "student_from_teacher",
-           "student_from_scratch"]
+           "student_from_scratch", "BertEncoderDecoder", "warm_start_from_encoder", "greedy_generate"]
