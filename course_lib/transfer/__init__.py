@@ -20,7 +20,9 @@ Built on :mod:`course_lib.pretraining` (the encoder, MiniLM, the tagging head) a
 """
 from .datasets import SST2_LABELS, load_sst2, load_ud_english_ewt
 from .distillation import distillation_loss
+from .finetuning import ClassifierSettings, encode_sentences, evaluate_classifier, fine_tune_classifier, predict_logits
 from .heads import EncoderForSequenceClassification, pool, sequence_classification_loss
 
 __all__ = ["SST2_LABELS", "load_sst2", "load_ud_english_ewt", "pool", "distillation_loss",
-           "EncoderForSequenceClassification", "sequence_classification_loss"]
+           "EncoderForSequenceClassification", "sequence_classification_loss", "ClassifierSettings",
+           "encode_sentences", "fine_tune_classifier", "evaluate_classifier", "predict_logits"]

@@ -43,7 +43,7 @@ __all__ = ["ClassifierSettings", "Example", "encode_sentences", "collate", "leng
 class ClassifierSettings:
     """The fine-tuning recipe; its defaults reach ≥ 88 % on SST-2 dev with MiniLM (module docstring)."""
     epochs: float = 2.0
-    batch_size: int = 32
+    batch_size: int = 16  # batch 32 (434 steps on SST-2) reached 86.9 % dev only; 16 gives twice the updates
     lr: float = 1e-4  # peak learning rate (full fine-tuning and random initialisation)
     warmup_fraction: float = 0.1  # share of the steps spent warming up
     weight_decay: float = 0.01
@@ -132,7 +132,8 @@ def _train_loop(parameters: list[nn.Parameter], step_loss: Callable[[list[int]],
     draws = torch.Generator().manual_seed(seed)  # the same batches in the same order for every condition
     queue: list[list[int]] = []
     losses = []
-    for step in tqdm(range(steps), disable=not progress, desc=description, unit="step"):
+    bar = tqdm(range(steps), disable=not progress, desc=description, unit="step")  # steps are fixed up front: true %
+    for step in bar:
         if not queue:
             queue = length_bucketed_batches(lengths, settings.batch_size, draws)
         for group in optimizer.param_groups:
@@ -143,6 +144,8 @@ def _train_loop(parameters: list[nn.Parameter], step_loss: Callable[[list[int]],
         torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
         optimizer.step()
         losses.append(loss.item())
+        if step % 10 == 9:
+            bar.set_postfix_str(f"loss {sum(losses[-10:]) / 10:.3f} (mean of the last 10 steps)", refresh=False)
         if callback is not None:
             callback(step + 1, losses[-1])
     return losses
