@@ -27,6 +27,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CLS, SEP, PAD = 1, 2, 0
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine threads waiting for each other cost minutes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def small_config(**changes):
     return EncoderConfig(**{**dict(vocab_size=40, dim=32, num_layers=2, num_heads=4, ffn_dim=64, max_positions=16,
                                    dropout=0.1), **changes})
