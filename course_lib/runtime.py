@@ -6,6 +6,7 @@
 * :func:`fast_mode`: ``COURSE_FAST=1`` puts every chapter in its fast mode (fewer steps, smaller
   sizes) so the whole book executes in minutes on a 2-core CPU; CI and the book build set it.
 * :data:`CHECKPOINT_DIR`: the small models the course trained itself, shipped inside the package.
+* :func:`cpu_name`: the processor's model name, for the training scripts' records.
 
 Not covered here: multi-GPU placement and Apple's MPS (the course never needs them;
 ``COURSE_DEVICE=mps`` still works if you ask for it), the data folder (:mod:`course_lib.data`).
@@ -13,11 +14,13 @@ Not covered here: multi-GPU placement and Apple's MPS (the course never needs th
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
 from pathlib import Path
 
 import torch
 
-__all__ = ["CHECKPOINT_DIR", "describe_device", "fast_mode", "get_device"]
+__all__ = ["CHECKPOINT_DIR", "cpu_name", "describe_device", "fast_mode", "get_device"]
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"  # written by scripts/train_*.py
 
@@ -55,3 +58,12 @@ def describe_device(device: torch.device | None = None) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``lscpu``'s "Model name"), or what :mod:`platform` knows where lscpu is missing."""
+    try:
+        lscpu = subprocess.run(["lscpu"], check=False, capture_output=True, text=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"

@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import torch
 
 from course_lib.data.registry import DATA_FILES
 from course_lib.pretraining.encoder import load_minilm
-from course_lib.runtime import CHECKPOINT_DIR
+from course_lib.runtime import CHECKPOINT_DIR, cpu_name
 from course_lib.transfer import load_sst2
 from course_lib.transfer import distillation_experiment as exp
 from course_lib.transfer.distillation import student_from_scratch, student_from_teacher
@@ -40,13 +39,6 @@ SST2_FILES = [f"sst2_trec/stsa.binary.{split}" for split in ("train", "dev", "te
 INITS = {"teacher layers 0,2,4": student_from_teacher, "random init": student_from_scratch}
 LOSSES = ("hard labels only", "distilled")
 
-
-def cpu_name() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], check=False, capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def uptime() -> str:

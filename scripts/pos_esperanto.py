@@ -17,8 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,18 +28,11 @@ from course_lib.data.registry import DATA_FILES
 from course_lib.pretraining.encoder import EncoderConfig, EncoderForMaskedLM
 from course_lib.pretraining.tagging import UD_ESPERANTO_FILES, EncoderForTokenClassification, load_ud_esperanto
 from course_lib.pretraining.tagging_experiment import FineTuneSettings, cross_validate, ngram_overlap
-from course_lib.runtime import CHECKPOINT_DIR
+from course_lib.runtime import CHECKPOINT_DIR, cpu_name
 
 PRETRAINING_FILES = ("esperanto/fundamenta_krestomatio.txt", "esperanto/fundamento_ekzercaro.txt")
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's, ids 0-4
 
-
-def cpu_name() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], check=False, capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def untrained_stand_in():

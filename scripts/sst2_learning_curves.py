@@ -16,8 +16,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +24,7 @@ import torch
 
 from course_lib.data.registry import DATA_FILES
 from course_lib.pretraining.encoder import load_minilm
-from course_lib.runtime import CHECKPOINT_DIR
+from course_lib.runtime import CHECKPOINT_DIR, cpu_name
 from course_lib.transfer.datasets import load_sst2
 from course_lib.transfer.finetuning import ClassifierSettings, encode_sentences, extract_features
 from course_lib.transfer.heads import EncoderForSequenceClassification
@@ -44,13 +42,6 @@ RECIPES_TRIED = [
 
 SST2_FILES = [f"sst2_trec/stsa.binary.{split}" for split in ("train", "dev", "test")]
 
-
-def cpu_name() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], check=False, capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def parse_plan(text: str) -> dict[int, int]:

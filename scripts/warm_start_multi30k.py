@@ -20,10 +20,8 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +31,7 @@ import torch
 from course_lib.data import load_multi30k
 from course_lib.data.registry import DATA_FILES
 from course_lib.pretraining.encoder import load_minilm
-from course_lib.runtime import CHECKPOINT_DIR
+from course_lib.runtime import CHECKPOINT_DIR, cpu_name
 from course_lib.transfer.warm_start import BertEncoderDecoder, warm_start_from_encoder
 from course_lib.transfer.warm_start_experiment import (
     Seq2SeqSettings, encode_pairs, lowercase_bleu, tokenizer_coverage, train_translator, translate_greedy,
@@ -47,13 +45,6 @@ CONTENDERS = {
     "warm_encoder": "MiniLM's encoder, a randomly initialised decoder",
 }
 
-
-def cpu_name() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], check=False, capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def build(name: str, minilm, seed: int) -> BertEncoderDecoder:
