@@ -20,6 +20,7 @@ Built on :mod:`course_lib.pretraining` (the encoder, MiniLM, the tagging head) a
 """
 from .datasets import SST2_LABELS, load_sst2, load_ud_english_ewt
 from .distillation import distillation_loss
-from .heads import pool
+from .heads import EncoderForSequenceClassification, pool, sequence_classification_loss
 
-__all__ = ["SST2_LABELS", "load_sst2", "load_ud_english_ewt", "pool", "distillation_loss"]
+__all__ = ["SST2_LABELS", "load_sst2", "load_ud_english_ewt", "pool", "distillation_loss",
+           "EncoderForSequenceClassification", "sequence_classification_loss"]
