@@ -43,6 +43,7 @@ LABS: tuple[Lab, ...] = (
     Lab("decoding", 5),
     Lab("reformer", 6),
     Lab("pretraining", 7),
+    Lab("transfer", 8),
 )
 
 

@@ -38,6 +38,7 @@ FEEDBACK_SAMPLES = {
     "decoding": ("cache_not_reordered", "beams are not reordered with their cache"),
     "reformer": ("stores_activations", "the layer saves no memory"),
     "pretraining": ("shift_applied_twice", "shift_labels does the shift"),
+    "transfer": ("kl_wrong_direction", "the teacher's distribution is the target"),
 }
 
 

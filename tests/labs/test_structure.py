@@ -52,6 +52,9 @@ RELEASE_SAMPLES = {
     "reformer": (("stable=True).indices", "torch.roll(chunks, 1"), ("test_hash", "[[0, 1, 2, 3]]")),
     "pretraining": (("(u < probability) & (input_ids >= n_special)", "torch.cat([labels[:, 1:], last], dim=1)"),
                     ("test_shift", "[[12, 13, 14, -100], [22, -100, -100, -100]]")),
+    "transfer": (("(hidden * weights).sum(dim=1) / weights.sum(dim=1)", "[tag] + [IGNORE_INDEX] * (len(pieces) - 1)",
+                  'reduction="batchmean", log_target=True'),
+                 ("test_align", "[-100, 5, 0, -100, -100, 7, -100]")),
 }
 
 
