@@ -107,7 +107,7 @@ def test_attention_views_share_one_copy_of_their_libraries_and_fit_the_column(bu
         views = html.count('<div id="bertviz-')
         assert html.count(f'src="../_static/{SHARED_FILE}') == (1 if views else 0), path.name
     page = offline_page
-    for chapter, views in (("01_attention", 1), ("04_transformer", 2), ("07_pretraining", 1)):
+    for chapter, views in (("01_attention", 1), ("04_transformer", 2), ("07_pretraining", 1), ("08_transfer_learning", 1)):
         page.errors.clear()
         page.goto((built_book / "chapters" / f"{chapter}.html").as_uri())
         page.wait_for_load_state("load")
