@@ -21,6 +21,8 @@ Built on :mod:`course_lib.pretraining` (the encoder, MiniLM, the tagging head) a
 from .datasets import SST2_LABELS, load_sst2, load_ud_english_ewt
 from .distillation import distillation_loss
 from .heads import EncoderForSequenceClassification, pool, sequence_classification_loss
+from .warm_start import BertEncoderDecoder, greedy_generate, warm_start_from_encoder
 
 __all__ = ["SST2_LABELS", "load_sst2", "load_ud_english_ewt", "pool", "distillation_loss",
-           "EncoderForSequenceClassification", "sequence_classification_loss"]
+           "EncoderForSequenceClassification", "sequence_classification_loss",
+           "BertEncoderDecoder", "warm_start_from_encoder", "greedy_generate"]
