@@ -10,7 +10,8 @@
 * :mod:`.pos_english` — POS tagging on UD English-EWT with the real MiniLM against the same model from
   scratch (``scripts/pos_english.py``).
 * :mod:`.distillation` — DistilBERT's recipe: the temperature-softened loss (KL × T²), the hard-label and
-  cosine losses, a student built from every other teacher layer (``scripts/distil_sst2.py``).
+  cosine losses, a student built from every other teacher layer; :mod:`.distillation_experiment` — the
+  SST-2 experiment's loop, scoring and timing (``scripts/distil_sst2.py``).
 * :mod:`.warm_start` — an encoder-decoder assembled from pretrained encoder weights with new
   cross-attention, pinned to HF ``EncoderDecoderModel`` (``scripts/warm_start_multi30k.py``).
 * :mod:`.widgets` — the transfer-learning chapter's pictures and explorers.
@@ -19,10 +20,15 @@ Built on :mod:`course_lib.pretraining` (the encoder, MiniLM, the tagging head) a
 :mod:`course_lib.seq2seq` (decoder layers, BLEU). Not covered: adapters/LoRA, prompting, multi-task training.
 """
 from .datasets import SST2_LABELS, load_sst2, load_ud_english_ewt
-from .distillation import distillation_loss
+from .distillation import (
+    DISTILBERT_WEIGHTS, distilbert_loss, distillation_loss, hard_label_loss, hidden_cosine_loss, student_from_scratch,
+    student_from_teacher,
+)
 from .heads import EncoderForSequenceClassification, pool, sequence_classification_loss
 from .warm_start import BertEncoderDecoder, greedy_generate, warm_start_from_encoder
 
 __all__ = ["SST2_LABELS", "load_sst2", "load_ud_english_ewt", "pool", "distillation_loss",
            "EncoderForSequenceClassification", "sequence_classification_loss",
-           "BertEncoderDecoder", "warm_start_from_encoder", "greedy_generate"]
+           "BertEncoderDecoder", "warm_start_from_encoder", "greedy_generate",
+           "DISTILBERT_WEIGHTS", "hard_label_loss", "hidden_cosine_loss", "distilbert_loss", "student_from_teacher",
+           "student_from_scratch"]
