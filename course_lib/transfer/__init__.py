@@ -24,11 +24,13 @@ from .distillation import (
     DISTILBERT_WEIGHTS, distilbert_loss, distillation_loss, hard_label_loss, hidden_cosine_loss, student_from_scratch,
     student_from_teacher,
 )
+from .finetuning import ClassifierSettings, encode_sentences, evaluate_classifier, fine_tune_classifier, predict_logits
 from .heads import EncoderForSequenceClassification, pool, sequence_classification_loss
 from .warm_start import BertEncoderDecoder, greedy_generate, warm_start_from_encoder
 
 __all__ = ["SST2_LABELS", "load_sst2", "load_ud_english_ewt", "pool", "distillation_loss",
-           "EncoderForSequenceClassification", "sequence_classification_loss",
+           "EncoderForSequenceClassification", "sequence_classification_loss", "ClassifierSettings",
+           "encode_sentences", "fine_tune_classifier", "evaluate_classifier", "predict_logits",
            "BertEncoderDecoder", "warm_start_from_encoder", "greedy_generate",
            "DISTILBERT_WEIGHTS", "hard_label_loss", "hidden_cosine_loss", "distilbert_loss", "student_from_teacher",
            "student_from_scratch"]

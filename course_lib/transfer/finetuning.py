@@ -17,8 +17,9 @@
   encoder's own initialisation — then :func:`fine_tune_classifier` with the same recipe.
 * **Scoring**: :func:`predict_logits` ``(N, C)`` in the examples' order, :func:`evaluate_classifier` accuracy.
 
-The defaults of :class:`ClassifierSettings` are the recipe that reached ≥ 88 % dev accuracy on SST-2 with
-the real MiniLM (``course_lib/checkpoints/sst2_learning_curves.json``). The learning curves themselves:
+The defaults of :class:`ClassifierSettings` are the better of the two recipes tried on SST-2 with the real
+MiniLM: 87.3 % dev accuracy (seed 0, all 6,920 sentences), short of the 88 % the issue asks for; the first
+(batch 32) reached 86.9 % (``course_lib/checkpoints/sst2_learning_curves.json`` records both). The learning curves themselves:
 :mod:`.learning_curves`. Not covered: early stopping, hyper-parameter search, mixed precision, several devices.
 """
 from __future__ import annotations
@@ -41,9 +42,9 @@ __all__ = ["ClassifierSettings", "Example", "encode_sentences", "collate", "leng
 
 @dataclass
 class ClassifierSettings:
-    """The fine-tuning recipe; its defaults reach ≥ 88 % on SST-2 dev with MiniLM (module docstring)."""
+    """The fine-tuning recipe; its defaults: 87.3 % on SST-2 dev with MiniLM (module docstring)."""
     epochs: float = 2.0
-    batch_size: int = 32
+    batch_size: int = 16  # batch 32 (434 steps on SST-2) reached 86.9 % dev; 16 (twice the updates) 87.3 %
     lr: float = 1e-4  # peak learning rate (full fine-tuning and random initialisation)
     warmup_fraction: float = 0.1  # share of the steps spent warming up
     weight_decay: float = 0.01
@@ -132,7 +133,8 @@ def _train_loop(parameters: list[nn.Parameter], step_loss: Callable[[list[int]],
     draws = torch.Generator().manual_seed(seed)  # the same batches in the same order for every condition
     queue: list[list[int]] = []
     losses = []
-    for step in tqdm(range(steps), disable=not progress, desc=description, unit="step"):
+    bar = tqdm(range(steps), disable=not progress, desc=description, unit="step")  # steps are fixed up front: true %
+    for step in bar:
         if not queue:
             queue = length_bucketed_batches(lengths, settings.batch_size, draws)
         for group in optimizer.param_groups:
@@ -143,6 +145,8 @@ def _train_loop(parameters: list[nn.Parameter], step_loss: Callable[[list[int]],
         torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
         optimizer.step()
         losses.append(loss.item())
+        if step % 10 == 9:
+            bar.set_postfix_str(f"loss {sum(losses[-10:]) / 10:.3f} (mean of the last 10 steps)", refresh=False)
         if callback is not None:
             callback(step + 1, losses[-1])
     return losses
