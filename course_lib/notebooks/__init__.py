@@ -52,6 +52,7 @@ EXTRAS = {
     "chapters/03_rnn_attention.ipynb": ("bleu", "datasets"),  # sacrebleu; Multi30k as a datasets.Dataset
     "chapters/04_transformer.ipynb": ("datasets", "views"),
     "chapters/07_pretraining.ipynb": ("views",),  # bertviz: EsperBERTo's attention
+    "chapters/08_transfer_learning.ipynb": ("transfer", "views"),  # the real MiniLM (its weights package); bertviz
 }
 
 

@@ -107,7 +107,7 @@ def test_attention_views_share_one_copy_of_their_libraries_and_fit_the_column(bu
         views = html.count('<div id="bertviz-')
         assert html.count(f'src="../_static/{SHARED_FILE}') == (1 if views else 0), path.name
     page = offline_page
-    for chapter, views in (("01_attention", 1), ("04_transformer", 2), ("07_pretraining", 1)):
+    for chapter, views in (("01_attention", 1), ("04_transformer", 2), ("07_pretraining", 1), ("08_transfer_learning", 1)):
         page.errors.clear()
         page.goto((built_book / "chapters" / f"{chapter}.html").as_uri())
         page.wait_for_load_state("load")
@@ -164,4 +164,4 @@ def test_every_chapters_explorers_move_without_a_kernel(built_book, offline_page
         assert page.errors == [] and page.console_errors == [], (path.name, page.errors, page.console_errors)
         explorer.screenshot(path=str(artifacts_dir / f"book-explorer-{path.stem}.png"))
         moved[path.stem] = explorers.count()
-    assert len(moved) == 7, moved
+    assert len(moved) == 8, moved

