@@ -28,6 +28,7 @@ from torch import nn
 
 from .masking import IGNORE_INDEX
 from .tagging import TaggedSentence, encode_sentence, token_classification_loss
+from .training import length_bucketed_batches
 
 __all__ = ["FineTuneSettings", "collate", "fine_tune", "evaluate", "kfold", "majority_baseline", "cross_validate",
            "paired_difference", "ngram_overlap"]
@@ -75,7 +76,7 @@ def fine_tune(model: nn.Module, examples: Sequence[Example], settings: FineTuneS
     model.train()
     for _ in range(settings.steps):
         if not queue:
-            queue = _epoch_batches([len(ids) for ids, _ in examples], settings.batch_size, draws)
+            queue = length_bucketed_batches([len(ids) for ids, _ in examples], settings.batch_size, draws)
         ids, mask, labels = collate([examples[i] for i in queue.pop()], pad_id)
         loss = token_classification_loss(model(ids, mask), labels)
         optimizer.zero_grad()
@@ -84,18 +85,6 @@ def fine_tune(model: nn.Module, examples: Sequence[Example], settings: FineTuneS
         schedule.step()
         losses.append(loss.item())
     return losses
-
-
-def _epoch_batches(lengths: list[int], batch_size: int, draws: torch.Generator) -> list[list[int]]:
-    """One epoch's batches in random order, each of examples of similar length (less padding): a random
-    permutation, cut into windows of 4 batches, each window sorted by length and cut into batches."""
-    order = torch.randperm(len(lengths), generator=draws).tolist()
-    window = 4 * batch_size
-    batches = []
-    for start in range(0, len(order), window):
-        ranked = sorted(order[start:start + window], key=lambda i: lengths[i])
-        batches += [ranked[i:i + batch_size] for i in range(0, len(ranked), batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=draws).tolist()]
 
 
 @torch.no_grad()

@@ -30,8 +30,8 @@ import torch
 
 from .masking import IGNORE_INDEX, mask_tokens, mlm_loss
 
-__all__ = ["MLMFigures", "TokenIds", "TrainingRun", "evaluate_mlm", "learning_rate", "mask_blocks", "train_mlm",
-           "unigram_baseline"]
+__all__ = ["MLMFigures", "TokenIds", "TrainingRun", "evaluate_mlm", "learning_rate", "length_bucketed_batches",
+           "mask_blocks", "train_mlm", "unigram_baseline"]
 
 
 class TokenIds(NamedTuple):
@@ -69,6 +69,20 @@ def learning_rate(progress: float, peak: float, warmup: float = 0.06) -> float:
     if progress < warmup:
         return peak * progress / warmup
     return peak * (1.0 - progress) / (1.0 - warmup)
+
+
+def length_bucketed_batches(lengths, batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """One epoch's batches of indices for examples of the given ``lengths``: random, yet each batch of similar
+    lengths (less padding). A random permutation, cut into windows of 4 batches, each window sorted by length and
+    cut into batches; then the batches shuffled. Every draw comes from ``generator``: a seed repeats the epoch.
+    The fine-tuning loops (tagging, sentence classification, distillation) all batch this way."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    window = 4 * batch_size
+    batches = []
+    for start in range(0, len(order), window):
+        ranked = sorted(order[start:start + window], key=lambda i: lengths[i])
+        batches += [ranked[i:i + batch_size] for i in range(0, len(ranked), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def mask_blocks(blocks: torch.Tensor, ids: TokenIds, generator: torch.Generator):

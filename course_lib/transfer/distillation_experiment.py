@@ -6,7 +6,7 @@
   ``forward(input_ids, attention_mask=None, token_type_ids=None) -> logits (B, C)``. With ``pooling="mean"``
   it computes what ``EncoderForSequenceClassification(config, pooling="mean")`` computes (no pooler, dropout,
   linear); the committed record was made with this class, so it stays until the experiment is rerun.
-* :func:`encode` / :func:`batches_in_order` / :func:`epoch_batches` / :func:`pad` — token ids, padded batches
+* :func:`encode` / :func:`batches_in_order` / :func:`pad` — token ids, padded batches
   of similar length.
 * :func:`train` — AdamW, linear warm-up then linear decay, gradient norm clipped at 1; on the gold labels
   only, or with DistilBERT's loss against teacher targets computed beforehand in eval mode
@@ -28,12 +28,12 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..pretraining.training import learning_rate
+from ..pretraining.training import learning_rate, length_bucketed_batches
 from .distillation import DISTILBERT_WEIGHTS, LossWeights, distilbert_loss, hard_label_loss
 from .heads import pool
 
 __all__ = ["Settings", "SentenceClassifier", "Example", "Batch", "encode", "pad", "batches_in_order",
-           "epoch_batches", "forward_with_hidden", "teacher_targets", "train", "accuracy", "time_inference",
+           "forward_with_hidden", "teacher_targets", "train", "accuracy", "time_inference",
            "parameter_counts"]
 
 
@@ -115,17 +115,6 @@ def batches_in_order(examples: Sequence[Example], batch_size: int, pad_id: int) 
     return [pad(examples, order[i:i + batch_size], pad_id) for i in range(0, len(order), batch_size)]
 
 
-def epoch_batches(lengths: Sequence[int], batch_size: int, draws: torch.Generator) -> list[list[int]]:
-    """One epoch's row batches in random order, each of similar lengths (a random permutation cut in
-    windows of 4 batches, each window sorted by length)."""
-    order = torch.randperm(len(lengths), generator=draws).tolist()
-    batches = []
-    for start in range(0, len(order), 4 * batch_size):
-        ranked = sorted(order[start:start + 4 * batch_size], key=lambda r: lengths[r])
-        batches += [ranked[i:i + batch_size] for i in range(0, len(ranked), batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=draws).tolist()]
-
-
 def forward_with_hidden(model: nn.Module, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits (B, C), last hidden states (B, T, D))`` in one forward: a hook reads ``model.encoder``'s
     output, so any classifier built on the library's encoder works."""
@@ -172,7 +161,7 @@ def train(model: nn.Module, examples: Sequence[Example], settings: Settings, ste
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step / steps, settings.lr, settings.warmup)
         if not queue:
-            queue = epoch_batches(lengths, settings.batch_size, draws)
+            queue = length_bucketed_batches(lengths, settings.batch_size, draws)
         batch = pad(examples, queue.pop(), pad_id)
         if targets is None:
             loss = hard_label_loss(model(batch.input_ids, batch.attention_mask), batch.labels)

@@ -2,7 +2,7 @@
 
 * **Encoding** (:func:`encode_sentences`): the tokenizer's ``[CLS] pieces… [SEP]``, cut at ``max_length``
   tokens; how many sentences were cut is returned beside them, so a too-small ``max_length`` shows.
-* **Batches** (:func:`length_bucketed_batches`): every epoch a fresh random order, cut into windows of
+* **Batches** (:func:`~course_lib.pretraining.training.length_bucketed_batches`): every epoch a fresh random order, cut into windows of
   4 batches, each window sorted by length before it is cut into batches (little padding, still random),
   and the batches shuffled. One ``torch.Generator`` seeded with the run's seed draws them all.
 * **Full fine-tuning** (:func:`fine_tune_classifier`): every weight trains; AdamW (no weight decay on
@@ -32,7 +32,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..pretraining.training import learning_rate
+from ..pretraining.training import learning_rate, length_bucketed_batches
 from .heads import POOLINGS, EncoderForSequenceClassification, sequence_classification_loss
 
 __all__ = ["ClassifierSettings", "Example", "encode_sentences", "collate", "length_bucketed_batches",
@@ -102,17 +102,6 @@ def collate(examples: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, tor
         ids[row, :len(example.input_ids)] = torch.tensor(example.input_ids)
         mask[row, :len(example.input_ids)] = 1
     return ids, mask, torch.tensor([e.label for e in examples])
-
-
-def length_bucketed_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
-    """One epoch's batches of indices, random but each of similar lengths (module docstring)."""
-    order = torch.randperm(len(lengths), generator=generator).tolist()
-    window = 4 * batch_size
-    batches = []
-    for start in range(0, len(order), window):
-        ranked = sorted(order[start:start + window], key=lambda i: lengths[i])
-        batches += [ranked[i:i + batch_size] for i in range(0, len(ranked), batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def _optimizer(parameters: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:

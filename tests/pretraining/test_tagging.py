@@ -206,12 +206,12 @@ def test_ngram_overlap():
 
 
 def test_an_epoch_uses_every_example_once_in_batches_of_similar_length():
-    from course_lib.pretraining.tagging_experiment import _epoch_batches
+    from course_lib.pretraining.training import length_bucketed_batches
 
     lengths = [int(x) for x in torch.randint(3, 120, (157,), generator=torch.Generator().manual_seed(0))]
-    batches = _epoch_batches(lengths, 16, torch.Generator().manual_seed(1))
+    batches = length_bucketed_batches(lengths, 16, torch.Generator().manual_seed(1))
     assert sorted(i for b in batches for i in b) == list(range(157)) and max(map(len, batches)) == 16
-    assert batches == _epoch_batches(lengths, 16, torch.Generator().manual_seed(1))
+    assert batches == length_bucketed_batches(lengths, 16, torch.Generator().manual_seed(1))
     padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
     plain = torch.randperm(157, generator=torch.Generator().manual_seed(1)).tolist()
     padded_plain = sum(16 * max(lengths[i] for i in plain[s:s + 16]) for s in range(0, 157, 16))
