@@ -37,7 +37,7 @@ from ..seq2seq.layers import TransformerEncoderLayer
 from .encoder_inputs import roberta_position_ids, validate_encoder_inputs
 
 __all__ = ["EncoderConfig", "EncoderOutput", "Encoder", "EncoderForMaskedLM", "MaskedLMHead", "attention_maps",
-           "config_from_hf", "from_hf", "load_minilm", "minilm_folder", "roberta_position_ids"]
+           "bert_init", "config_from_hf", "from_hf", "load_minilm", "minilm_folder", "roberta_position_ids"]
 
 
 @dataclass
@@ -82,6 +82,18 @@ class EncoderConfig:
         return cls(**values)
 
 
+def bert_init(module: nn.Module, std: float = 0.02) -> None:
+    """BERT's initialisation of one module (use with ``model.apply``): N(0, std) matrices, zero biases, zero
+    padding rows; LayerNorm stays at identity (nn.LayerNorm's default)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        with torch.no_grad():
+            module.weight[module.padding_idx].zero_()
+
+
 class EncoderOutput(NamedTuple):
     last_hidden_state: torch.Tensor  # (B, T, D)
     pooler_output: torch.Tensor | None  # (B, D), None without a pooler
@@ -116,14 +128,7 @@ class Encoder(nn.Module):
         return layer
 
     def _init_weights(self, module: nn.Module) -> None:
-        # BERT's initialisation: N(0, 0.02) matrices, zero biases, zero padding rows, LayerNorm at identity.
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=self.config.init_std)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
+        bert_init(module, self.config.init_std)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> EncoderOutput:

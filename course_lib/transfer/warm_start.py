@@ -38,7 +38,7 @@ from torch import nn
 
 from ..attention.masks import causal_mask
 from ..decoding.generation import generate
-from ..pretraining.encoder import Encoder, EncoderConfig, MaskedLMHead, config_from_hf
+from ..pretraining.encoder import Encoder, EncoderConfig, MaskedLMHead, bert_init, config_from_hf
 from ..pretraining.encoder_inputs import validate_encoder_inputs
 from ..seq2seq.layers import TransformerDecoderLayer
 
@@ -122,15 +122,7 @@ class BertEncoderDecoder(nn.Module):
         self.new_parameter_names: list[str] = []  # filled by warm_start: what it could not copy
 
     def _bert_init(self, module: nn.Module) -> None:
-        # The encoder initialises itself this way; the decoder gets the same: N(0, init_std) matrices, zero
-        # biases, zero padding row, LayerNorm at identity (nn.LayerNorm's default).
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=self.decoder_config.init_std)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
+        bert_init(module, self.decoder_config.init_std)  # the encoder initialises itself the same way
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(input_ids, attention_mask).last_hidden_state  # (B, S, D)
