@@ -13,6 +13,8 @@ subject, its modules small and in reading order:
 ``reformer``       LSH attention, chunking, reversible layers (and the memory benchmark)
 ``pretraining``    masked and causal LM objectives, the BERT/RoBERTa encoder, EsperBERTo
 ``transfer``       task heads, fine-tuning the real MiniLM, distillation, warm-started encoder-decoders
+``long_range``     sliding-window + global attention (Longformer), block-sparse (BigBird), exact tiled attention
+``distributed``    data parallelism from scratch pinned to DDP, sharded optimizer state, torchrun launching
 ``lab_checks``     the labs' hidden checks (the instructor's grader is ``course_grader``)
 =================  ==========================================================================
 

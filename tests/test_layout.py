@@ -16,7 +16,8 @@ import pytest
 from tests.paths import REPO
 
 LIBRARY = REPO / "course_lib"
-TOPICS = ["attention", "tokenization", "decoding", "seq2seq", "models", "reformer", "pretraining", "transfer", "lab_checks"]
+TOPICS = ["attention", "tokenization", "decoding", "seq2seq", "models", "reformer", "pretraining", "transfer", "long_range",
+          "distributed", "lab_checks"]
 SHARED = ["runtime", "data", "viz", "notebooks", "version"]
 
 
