@@ -16,7 +16,7 @@ Built on :mod:`course_lib.attention` (the readable attention, masks) and :mod:`c
 (LSH attention, the fresh-process memory measurement). Not covered: custom CUDA/Triton kernels,
 FlashAttention's GPU-specific tricks (warp scheduling, shared memory), ring attention across devices.
 """
-from .sliding_window import sliding_window_mask
+from .sliding_window import sliding_window_attention, sliding_window_mask
 from .tiled import online_softmax_update
 
-__all__ = ["sliding_window_mask", "online_softmax_update"]
+__all__ = ["sliding_window_mask", "sliding_window_attention", "online_softmax_update"]
