@@ -16,7 +16,9 @@ Built on :mod:`course_lib.attention` (the readable attention, masks) and :mod:`c
 (LSH attention, the fresh-process memory measurement). Not covered: custom CUDA/Triton kernels,
 FlashAttention's GPU-specific tricks (warp scheduling, shared memory), ring attention across devices.
 """
+from .bigbird import bigbird_attention, bigbird_block_counts, bigbird_block_layout, bigbird_random_blocks
 from .sliding_window import sliding_window_mask
 from .tiled import online_softmax_update
 
-__all__ = ["sliding_window_mask", "online_softmax_update"]
+__all__ = ["sliding_window_mask", "online_softmax_update",
+           "bigbird_block_layout", "bigbird_block_counts", "bigbird_random_blocks", "bigbird_attention"]
