@@ -100,8 +100,9 @@ def _plan_parts(num_blocks: int, r: int) -> list[tuple[int, int]]:
 
 def _draw_row(rng: np.random.RandomState, row: int, low: int, high: int, how_many: int) -> np.ndarray:
     """Up to ``how_many`` key blocks from ``[low, high)`` for query block ``row``: the first ones of a random
-    permutation that are neither in the row's window nor the range's two ends (HF's illegal blocks, quirks kept:
-    the "last" global block is the range's end, and rows 1 and ``high − 2`` also skip each other's mirror)."""
+    permutation that are neither in the row's window nor block 0 nor the range's last block ``high − 1`` (HF's
+    illegal blocks, quirks kept: that "last global block" is the range's end; row 1 also skips block ``high − 2``,
+    and row ``high − 2`` skips block 1)."""
     permuted = rng.permutation(np.arange(low, high, dtype=np.int32))
     illegal = {row - 1, row, row + 1, 0, high - 1}
     if row == 1:
@@ -191,8 +192,9 @@ def bigbird_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     T keys; each other query block gathers its ``5 + r`` key blocks (:func:`bigbird_block_layout`) and scores
     only those: memory O(T · block_size · (5 + r)), never T×T. ``random_blocks``: the plan
     (:func:`bigbird_random_blocks`), ``(nb − 2, r)`` shared by all heads or ``(H, nb − 2, r)``; None = r = 0.
-    A key block named twice in a row (HF's eval-mode plan of zeros names block 0 in every random slot) is
-    scored twice, as HF does: it enters that row's softmax twice, so its keys weigh double. The result equals
+    A key block named again by a random slot is scored again, as HF does: it enters that row's softmax once per
+    mention. HF's eval-mode plan of zeros names block 0 in all ``r`` random slots, so in eval every middle row
+    weighs block 0's keys ``1 + r`` times as much as a boolean block mask would. The result equals
     :func:`course_lib.attention.scaled_dot_product_attention` with the additive mask ``log(counts)`` of
     :func:`bigbird_block_counts` expanded to tokens (a plain boolean mask when no block repeats).
     ``padding_mask (B, T)`` bool, True = real token: padding keys get no weight; a query with no real key

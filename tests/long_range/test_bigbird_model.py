@@ -110,3 +110,6 @@ def test_refusals(hf_model):
                                         max_positions=30), block_size=4, num_random_blocks=1)
     with pytest.raises(ValueError, match="pad to 32"):
         ours(torch.ones(1, 29, dtype=torch.long))
+    attention = ours.layers[0].self_attn.train()
+    with pytest.raises(ValueError, match="older plan"):  # HF's random blocks at exactly 1024 tokens: not reproduced
+        attention(torch.randn(1, 1024, 16))
