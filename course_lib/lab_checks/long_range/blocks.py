@@ -34,8 +34,10 @@ __all__ = ["check_block_layout", "check_random_blocks", "layout_cases", "random_
 
 
 def reference_bigbird_block_layout(num_blocks, random_blocks=None):
-    """The lab's ``bigbird_block_layout``: :func:`course_lib.long_range.bigbird.bigbird_block_layout`."""
-    return library_bigbird_block_layout(num_blocks, random_blocks)
+    """The lab's ``bigbird_block_layout``: :func:`course_lib.long_range.bigbird.bigbird_block_layout` (on the CPU,
+    where the checks compare layouts; the plan may come from the course's device)."""
+    plan = random_blocks.cpu() if isinstance(random_blocks, torch.Tensor) else random_blocks
+    return library_bigbird_block_layout(num_blocks, plan)
 
 
 def _pattern(num_blocks: int, width: int = 1, rows: bool = True, columns: bool = True) -> torch.Tensor:
