@@ -107,7 +107,8 @@ def check_block_layout(bigbird_block_layout: Callable) -> None:
         diagnose(got, [
             (_pattern(num_blocks, rows=False, columns=False), "bigbird_block_layout has no global blocks",
              "the first and last blocks are global: their rows and their columns are all True."),
-            (_pattern(num_blocks, width=0), "bigbird_block_layout's window is 1 block (each query block sees only itself)",
+            (_pattern(num_blocks, width=0),
+             "bigbird_block_layout's window is 1 block (each query block sees only itself)",
              "BigBird's sliding window is 3 blocks: the query block and one neighbour on each side, |i − j| <= 1."),
             (_pattern(num_blocks, width=2), "bigbird_block_layout's window is 5 blocks (two neighbours on each side)",
              "BigBird's sliding window is 3 blocks: |i − j| <= 1."),

@@ -28,7 +28,9 @@ from collections.abc import Callable
 import torch
 
 from ...long_range.tiled import online_softmax_update as library_online_softmax_update
-from ..toolkit import ATOL, RTOL, call_student, diagnose, expect_close, expect_results, expect_tensor, fail, is_close, trials
+from ..toolkit import (
+    ATOL, RTOL, call_student, diagnose, expect_close, expect_results, expect_tensor, fail, is_close, trials,
+)
 
 __all__ = ["check_online_masked", "check_online_update", "masked_cases", "reference_online_softmax_update",
            "update_cases"]
@@ -160,7 +162,8 @@ MISTAKES = {
              "they were computed relative to the old maximum: multiply both by exp(old max − new max) before "
              "adding the tile's exp(scores − new max), or the old keys keep too much weight when the max rises."),
     "sign": ("online_softmax_update rescales the old state by exp(new max − old max): the sign is reversed",
-             "the old terms are exp(s − old max); to make them exp(s − new max), multiply by exp(old max − new max), "
+             "the old terms are exp(s − old max); to make them exp(s − new max), multiply by "
+             "exp(old max − new max), "
              "which is ≤ 1 (0 for an empty state, whose max is −inf)."),
     "tile": ("online_softmax_update takes the tile's own maximum as the new maximum",
              "the running maximum covers every key so far: new_max = torch.maximum(running_max, scores.amax(dim=-1))."),
@@ -215,7 +218,8 @@ def check_online_masked(update: Callable) -> None:
                      f"keys (on {context})", MISTAKES["sign"][1])
             fail(f"online_softmax_update gives NaN on a row with no allowed key yet (max −inf) (on {context})",
                  "(−inf) − (−inf) is NaN: where the new maximum is −inf, subtract 0 instead, e.g. shift = "
-                 "torch.where(torch.isneginf(new_max), 0.0, new_max); exp(−inf − shift) is then 0, as it should be.")
+                 "torch.where(torch.isneginf(new_max), 0.0, new_max); exp(−inf − shift) is then 0, as it should "
+                 "be.")
         if bool((torch.isneginf(expected[0]) & ~torch.isneginf(got[0])).any()):
             fail(f"online_softmax_update gives a row with no allowed key a finite maximum (on {context})",
                  "a row that has seen no allowed key keeps max −inf (and sum 0, accumulator 0); a made-up maximum "

@@ -92,7 +92,8 @@ def check_window(sliding_window_mask: Callable) -> None:
              "`window` are missing",
              "window counts the keys on EACH side of the query, so the band is |i − j| <= window: 2·window + 1 keys "
              "in all, the query's own included."),
-            (_band(seq_len, window // 2), "sliding_window_mask treats window as the total width (|i − j| <= window // 2)",
+            (_band(seq_len, window // 2),
+             "sliding_window_mask treats window as the total width (|i − j| <= window // 2)",
              "here window is the number of keys on EACH side (HF's attention_window is the total, 2·window): keep "
              "|i − j| <= window."),
             (_band(seq_len, 2 * window), "sliding_window_mask keeps |i − j| <= 2·window: the window is doubled",
