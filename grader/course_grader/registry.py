@@ -44,6 +44,7 @@ LABS: tuple[Lab, ...] = (
     Lab("reformer", 6),
     Lab("pretraining", 7),
     Lab("transfer", 8),
+    Lab("long_range", 9),
 )
 
 

@@ -39,6 +39,7 @@ FEEDBACK_SAMPLES = {
     "reformer": ("stores_activations", "the layer saves no memory"),
     "pretraining": ("shift_applied_twice", "shift_labels does the shift"),
     "transfer": ("kl_wrong_direction", "the teacher's distribution is the target"),
+    "long_range": ("two_mistakes", "multiply both by exp(old max − new max)"),  # also covers test_window: one kernel less
 }
 
 

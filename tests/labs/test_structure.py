@@ -55,6 +55,9 @@ RELEASE_SAMPLES = {
     "transfer": (("(hidden * weights).sum(dim=1) / weights.sum(dim=1)", "[tag] + [IGNORE_INDEX] * (len(pieces) - 1)",
                   'reduction="batchmean", log_target=True'),
                  ("test_align", "[-100, 5, 0, -100, -100, 7, -100]")),
+    "long_range": (("(index[:, None] - index[None, :]).abs() <= window", "layout[k + 1, keys] = True",
+                    "torch.exp(running_max - shift)"),
+                   ("test_online_update", "(1 + 3 + 14) / 4 = 4.5")),
 }
 
 
