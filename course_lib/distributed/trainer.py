@@ -68,6 +68,7 @@ class TrainSettings:
     state: Path | None = None  # the resumable state is written here at the end
     resume: Path | None = None  # a state to start from
     sample_tokens: int = 80  # rank 0 prints a sample of this many tokens at the end
+    final_eval_windows: int = 10_000  # windows of the final validation loss (the whole validation part)
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -297,7 +298,7 @@ def _finish(settings: TrainSettings, model: GPT, corpus: Corpus, progress: dict,
             device: torch.device, log: _Rank0Log) -> dict:
     """Rank 0: the final validation loss, the record, the checkpoint and tokenizer, a sample."""
     model.eval()
-    val = validation_loss(model, corpus.val_ids, model.config.context_length, max_windows=10_000)
+    val = validation_loss(model, corpus.val_ids, model.config.context_length, settings.final_eval_windows)
     step, tokens, seconds = progress["step"], progress["tokens"], progress["elapsed"]
     training_seconds = seconds - progress["eval_seconds"]
     log(f"trained {step} steps ({tokens:,} tokens, {tokens / len(corpus.train_ids):.1f} epochs) in "

@@ -136,13 +136,16 @@ def _launch(launcher: list[str], args: list[str], tmp_path) -> subprocess.Comple
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
 
-def _stop_then_resume(directory) -> None:
-    """One rank of a 2-process job: HALF steps and a state, then a resumed run to STEPS, in one process group."""
+def _stop_then_resume(directory) -> list[dict]:
+    """One rank of a 2-process job: HALF steps and a state, then a resumed run to STEPS, in one process group;
+    then (sharing the start-up) test_benchmark's live all-reduce timing of 1 KiB and 64 KiB."""
+    from course_lib.distributed.benchmark import all_reduce_rows
     from course_lib.distributed.launch import setup_process_group
 
     setup_process_group()  # open for both runs: train() joins it and leaves it open
     train(tiny(directory, stop_after=HALF, state=directory / "half.pt"))
     train(tiny(directory, resume=directory / "half.pt", state=directory / "resumed.pt"))
+    return all_reduce_rows([1024, 65536], repeats=3, warmup=1)
 
 
 @pytest.mark.slow
@@ -164,9 +167,15 @@ def test_torchrun_two_processes_rank_zero_writes_and_resume_is_exact(tmp_path):
 
     # Stopped at HALF and resumed, on 2 processes started by spawn (one start-up for both runs): the same end,
     # bit for bit, as torchrun's uninterrupted run.
-    spawn(_stop_then_resume, 2, tmp_path, timeout=150)
+    timings = spawn(_stop_then_resume, 2, tmp_path, timeout=150)[0]
     assert len(torch.load(tmp_path / "half.pt", weights_only=True)["rng_states"]) == 2  # every rank's dropout RNG
     assert_states_equal(tmp_path / "whole.pt", tmp_path / "resumed.pt")
+
+    # course_lib.distributed.benchmark's live timing (the worker checked that the all-reduce summed first).
+    assert [row["bytes"] for row in timings] == [1024, 65536]
+    for row in timings:
+        assert row["repeats"] == 3 and 0 < row["median_seconds"] < 10
+        assert row["busbw_GBps"] == pytest.approx(row["bytes"] / row["median_seconds"] / 1e9)  # 2 processes: = algbw
 
 
 @pytest.mark.slow
@@ -176,7 +185,7 @@ def test_accelerate_launch_runs_the_same_script_on_two_processes(tmp_path):
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
     # --multi_gpu is accelerate's "N processes through torchrun" (gloo here, no GPU); --cpu would start one process.
     _launch([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-             "--mixed_precision", "no", "--dynamo_backend", "no"],
+             "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no"],  # port 0: a free one
             ["--steps", "2", "--dry-run", "--record", str(tmp_path / "record.json")], tmp_path)
     record = json.loads((tmp_path / "record.json").read_text())
     assert (record["world_size"], record["global_batch_size"], record["steps"]) == (2, 4, 2)
