@@ -145,7 +145,8 @@ def _rng_state(device: torch.device) -> dict:
 
 def save_state(path: Path, model: GPT, optimizer: torch.optim.Optimizer, generator: torch.Generator,
                progress: dict, rank: int, world_size: int, device: torch.device) -> None:
-    """Collective: every rank sends its RNG state to rank 0, which writes the resumable state to ``path``."""
+    """Collective: every rank sends its RNG state to rank 0, which writes the resumable state to ``path``; every
+    rank returns once the file is written."""
     rng_states = [None] * world_size
     if world_size > 1:
         dist.all_gather_object(rng_states, _rng_state(device))
@@ -156,6 +157,8 @@ def save_state(path: Path, model: GPT, optimizer: torch.optim.Optimizer, generat
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress,
                     "data_generator": generator.get_state(), "rng_states": rng_states, "world_size": world_size},
                    path)
+    if world_size > 1:
+        dist.barrier()  # the file is complete before any rank goes on (and may read it, e.g. to resume)
 
 
 def load_state(path: Path, model: GPT, optimizer: torch.optim.Optimizer, generator: torch.Generator,

@@ -3,7 +3,7 @@
 Pinned: each rank's windows are its slice of the one-process draw of the global batch (world 1: the draw the
 script made before it was distributed); the schedule's fixed points; resuming: a run of 2N steps and N steps +
 resume + N steps end with bitwise-equal weights and optimizer state, in one process and in two (torchrun, gloo),
-and a tampered data position breaks that equality (the check can fail); rank 0 alone prints, logs and writes; the
+and a tampered data position or swapped per-rank RNG states break it (the check can fail); rank 0 alone prints, logs and writes; the
 record states the world size and global batch; `accelerate launch` runs the same script. The runs use the "tiny"
 model on the corpus's first 20,000 characters, a 300-token vocabulary and a few steps.
 """
@@ -137,14 +137,21 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 def _stop_then_resume(directory) -> list[dict]:
-    """One rank of a 2-process job: HALF steps and a state, then a resumed run to STEPS, in one process group;
-    then (sharing the start-up) test_benchmark's live all-reduce timing of 1 KiB and 64 KiB."""
+    """One rank of a 2-process job: HALF steps and a state, then a resumed run to STEPS, then one resumed with the
+    ranks' RNG states swapped, in one process group; then (sharing the start-up) test_benchmark's live all-reduce
+    timing of 1 KiB and 64 KiB."""
     from course_lib.distributed.benchmark import all_reduce_rows
     from course_lib.distributed.launch import setup_process_group
 
-    setup_process_group()  # open for both runs: train() joins it and leaves it open
+    rank, _, _ = setup_process_group()  # open for every run: train() joins it and leaves it open
     train(tiny(directory, stop_after=HALF, state=directory / "half.pt"))
     train(tiny(directory, resume=directory / "half.pt", state=directory / "resumed.pt"))
+    if rank == 0:  # the check can fail: with each rank given the other's RNG state, dropout differs
+        state = torch.load(directory / "half.pt", weights_only=True)
+        state["rng_states"] = state["rng_states"][::-1]
+        torch.save(state, directory / "swapped.pt")
+    torch.distributed.barrier()
+    train(tiny(directory, resume=directory / "swapped.pt", state=directory / "swapped_end.pt"))
     return all_reduce_rows([1024, 65536], repeats=3, warmup=1)
 
 
@@ -170,6 +177,8 @@ def test_torchrun_two_processes_rank_zero_writes_and_resume_is_exact(tmp_path):
     timings = spawn(_stop_then_resume, 2, tmp_path, timeout=150)[0]
     assert len(torch.load(tmp_path / "half.pt", weights_only=True)["rng_states"]) == 2  # every rank's dropout RNG
     assert_states_equal(tmp_path / "whole.pt", tmp_path / "resumed.pt")
+    with pytest.raises(AssertionError):
+        assert_states_equal(tmp_path / "whole.pt", tmp_path / "swapped_end.pt")
 
     # course_lib.distributed.benchmark's live timing (the worker checked that the all-reduce summed first).
     assert [row["bytes"] for row in timings] == [1024, 65536]
