@@ -136,10 +136,10 @@ def _launch(launcher: list[str], args: list[str], tmp_path) -> subprocess.Comple
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
 
-def _stop_then_resume(directory) -> list[dict]:
+def _stop_then_resume(directory) -> dict:
     """One rank of a 2-process job: HALF steps and a state, then a resumed run to STEPS, then one resumed with the
-    ranks' RNG states swapped, in one process group; then (sharing the start-up) test_benchmark's live all-reduce
-    timing of 1 KiB and 64 KiB."""
+    ranks' RNG states swapped, and a short run on a wall-clock budget, in one process group; then (sharing the
+    start-up) test_benchmark's live all-reduce timing of 1 KiB and 64 KiB."""
     from course_lib.distributed.benchmark import all_reduce_rows
     from course_lib.distributed.launch import setup_process_group
 
@@ -152,7 +152,10 @@ def _stop_then_resume(directory) -> list[dict]:
         torch.save(state, directory / "swapped.pt")
     torch.distributed.barrier()
     train(tiny(directory, resume=directory / "swapped.pt", state=directory / "swapped_end.pt"))
-    return all_reduce_rows([1024, 65536], repeats=3, warmup=1)
+    # A wall-clock budget (the default): the ranks must agree on each step's learning rate and on when to stop,
+    # or one would wait for the other forever (spawn's timeout would end the job).
+    timed = train(tiny(directory, steps=None, minutes=0.02, state=directory / "timed.pt"))
+    return dict(timed=timed, timings=all_reduce_rows([1024, 65536], repeats=3, warmup=1))
 
 
 @pytest.mark.slow
@@ -174,7 +177,11 @@ def test_torchrun_two_processes_rank_zero_writes_and_resume_is_exact(tmp_path):
 
     # Stopped at HALF and resumed, on 2 processes started by spawn (one start-up for both runs): the same end,
     # bit for bit, as torchrun's uninterrupted run.
-    timings = spawn(_stop_then_resume, 2, tmp_path, timeout=150)[0]
+    results = spawn(_stop_then_resume, 2, tmp_path, timeout=150)
+    assert results[1]["timed"] is None and results[0]["timed"]["world_size"] == 2  # rank 0 alone returns the record
+    timed = torch.load(tmp_path / "timed.pt", weights_only=True)["progress"]
+    assert timed["step"] >= 1 and timed["elapsed"] >= 0.02 * 60  # ran until the budget, both ranks together
+    timings = results[0]["timings"]
     assert len(torch.load(tmp_path / "half.pt", weights_only=True)["rng_states"]) == 2  # every rank's dropout RNG
     assert_states_equal(tmp_path / "whole.pt", tmp_path / "resumed.pt")
     with pytest.raises(AssertionError):
