@@ -9,7 +9,7 @@
 * **Model.** Built from one seed on every rank, then wrapped in torch's ``DistributedDataParallel`` (the production
   path; :mod:`.data_parallel` builds it from scratch). Dropout draws from each rank's own stream.
 * **Writing.** Rank 0 alone prints, logs, evaluates, writes the checkpoint, the tokenizer and the record.
-* **Resuming** (:func:`save_state`, :func:`load_state`): full-precision weights, optimizer state, step, tokens,
+* **Resuming** (:mod:`.training_state`): full-precision weights, optimizer state, step, tokens,
   elapsed time, the data generator and every rank's RNG state. With a step budget (``steps``) the learning rate
   follows the step, so 2N steps equal N steps + resume + N steps exactly (tested under 1 and 2 processes); with a
   wall-clock budget the schedule follows time and a resumed run is only close.
@@ -35,9 +35,10 @@ from ..models.gpt import GPT, GPTConfig
 from ..runtime import CHECKPOINT_DIR
 from ..tokenization import ByteLevelBPE, train_bpe
 from .launch import setup_process_group, teardown
+from .training_state import load_state, save_state
 
 __all__ = ["MODELS", "TrainSettings", "Corpus", "load_corpus", "rank_windows", "cosine_learning_rate",
-           "validation_loss", "save_state", "load_state", "train", "load_tokenizer"]
+           "validation_loss", "train", "load_tokenizer"]
 
 END_OF_TEXT = "<|endoftext|>"
 # "small" is the shipped Shakespeare GPT (about 1.1 M parameters); "tiny" is for tests and quick checks.
@@ -134,47 +135,6 @@ def validation_loss(model: GPT, ids: torch.Tensor, context: int, max_windows: in
               for x, y in zip(inputs.split(16), targets.split(16))]
     model.train(was_training)
     return sum(losses) / len(losses)
-
-
-def _rng_state(device: torch.device) -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":  # dropout on a GPU draws from the device's generator
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def save_state(path: Path, model: GPT, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-               progress: dict, rank: int, world_size: int, device: torch.device) -> None:
-    """Collective: every rank sends its RNG state to rank 0, which writes the resumable state to ``path``; every
-    rank returns once the file is written."""
-    rng_states = [None] * world_size
-    if world_size > 1:
-        dist.all_gather_object(rng_states, _rng_state(device))
-    else:
-        rng_states = [_rng_state(device)]
-    if rank == 0:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress,
-                    "data_generator": generator.get_state(), "rng_states": rng_states, "world_size": world_size},
-                   path)
-    if world_size > 1:
-        dist.barrier()  # the file is complete before any rank goes on (and may read it, e.g. to resume)
-
-
-def load_state(path: Path, model: GPT, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-               rank: int, world_size: int, device: torch.device) -> dict:
-    """Restore what :func:`save_state` wrote (each rank its own RNG state); return the saved progress."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["world_size"] != world_size:
-        raise ValueError(f"{path} was saved by {state['world_size']} processes and this run has {world_size}: "
-                         "resume with the same number of processes (each rank's data slice and RNG depend on it)")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["data_generator"])
-    torch.set_rng_state(state["rng_states"][rank]["cpu"])
-    if device.type == "cuda" and "cuda" in state["rng_states"][rank]:
-        torch.cuda.set_rng_state(state["rng_states"][rank]["cuda"], device)
-    return state["progress"]
 
 
 # What a resumed run must share with the saved one for the continuation to mean anything.

@@ -20,9 +20,8 @@ import pytest
 import torch
 
 from course_lib.distributed.launch import spawn
-from course_lib.distributed.trainer import (
-    TrainSettings, cosine_learning_rate, load_state, rank_windows, save_state, train,
-)
+from course_lib.distributed.trainer import TrainSettings, cosine_learning_rate, rank_windows, train
+from course_lib.distributed.training_state import load_state, save_state
 from course_lib.models.gpt import GPT, GPTConfig
 from tests.paths import REPO
 
@@ -105,6 +104,9 @@ def test_a_state_resumes_only_with_the_same_number_of_processes(tmp_path):
     save_state(tmp_path / "state.pt", model, optimizer, generator, {"step": 0}, 0, 1, torch.device("cpu"))
     with pytest.raises(ValueError, match="saved by 1 processes and this run has 2"):
         load_state(tmp_path / "state.pt", model, optimizer, generator, 0, 2, torch.device("cpu"))
+    model.save(tmp_path / "checkpoint.pt")  # the float16 checkpoint --out holds
+    with pytest.raises(ValueError, match="not a training state written by --state"):
+        load_state(tmp_path / "checkpoint.pt", model, optimizer, generator, 0, 1, torch.device("cpu"))
     with pytest.raises(ValueError, match="unknown model 'huge'"):
         TrainSettings(model="huge")
 
