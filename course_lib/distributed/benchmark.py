@@ -124,7 +124,11 @@ def machine_load() -> dict:
 
 
 def recorded_benchmark(path=BENCHMARK_RECORD) -> dict:
-    """The measured record: ``all_reduce`` rows, ``throughput`` rows, the machine and its load."""
+    """The measured record, a dict: ``all_reduce`` (``backend``, ``world_size``, ``rows`` of ``bytes``, ``repeats``,
+    ``median_seconds``, ``algbw_GBps``, ``busbw_GBps``), ``throughput`` (``model``, ``steps``,
+    ``batch_size_per_process``, ``context``, ``rows`` of ``world_size``, ``global_batch_size``, ``tokens``,
+    ``training_seconds``, ``tokens_per_second``, ``speedup``), ``machine``, ``load_before``, ``load_after``,
+    ``date``, ``command``, ``provisional`` (True: measured on a loaded machine)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `python scripts/bench_distributed.py` to measure it")
