@@ -51,8 +51,8 @@ def average_gradients(model: nn.Module) -> int:
         return 0
     grads = _gradients(model)
     for grad in grads:
+        grad.div_(world_size)  # divide first, then sum, as DDP's all-reduce hook does
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        grad.div_(world_size)
     return len(grads)
 
 
@@ -85,8 +85,8 @@ def average_gradients_bucketed(model: nn.Module, bucket_mb: float = 25.0) -> int
     buckets = gradient_buckets(_gradients(model)[::-1], bucket_mb)
     for bucket in buckets:
         flat = torch.cat([grad.reshape(-1) for grad in bucket])  # (total elements,) one message
+        flat.div_(world_size)  # before the sum, as DDP does
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat.div_(world_size)
         for grad, averaged in zip(bucket, flat.split([grad.numel() for grad in bucket])):
             grad.copy_(averaged.view_as(grad))
     return len(buckets)

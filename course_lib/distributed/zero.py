@@ -47,11 +47,12 @@ class ShardedOptimizer:
     """
 
     def __init__(self, params, optimizer_class: type[torch.optim.Optimizer], **kwargs):
+        params = list(params)
+        if any(not isinstance(p, torch.Tensor) for p in params):
+            raise TypeError("ShardedOptimizer takes tensors (e.g. model.parameters()), not parameter-group dicts")
         params = list(dict.fromkeys(params))  # a tied parameter listed twice is one parameter
         if not params:
             raise ValueError("ShardedOptimizer got no parameters")
-        if any(not isinstance(p, torch.Tensor) for p in params):
-            raise TypeError("ShardedOptimizer takes tensors (e.g. model.parameters()), not parameter-group dicts")
         self.params = params
         self.rank, self.world_size = get_rank(), get_world_size()
         self.shards = partition_parameters(params, self.world_size)
