@@ -6,6 +6,7 @@ job within 30 s with an error naming that rank and its exception.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -103,6 +104,16 @@ def test_spawn_a_failing_rank_ends_the_job_with_its_rank_and_exception():
     assert time.monotonic() - start < FAILURE_BOUND_S
     assert failure.value.rank == 1
     assert "RuntimeError: deliberate failure on rank 1" in str(failure.value)
+
+
+def test_spawn_names_the_rank_that_failed_first_not_a_peer_that_failed_after_it(tmp_path):
+    # A rank waiting on a dead peer fails too, a moment later; whichever exit the parent sees first, the
+    # error must name the root cause.
+    for index, (when, what) in enumerate([(2.0, "peer closed the connection"), (1.0, "the real error")]):
+        (tmp_path / f"rank{index}.error.json").write_text(json.dumps({"time": when, "traceback": what}))
+    rank, trace = launch._first_failure(str(tmp_path), 3, reported=0, default="?")
+    assert rank == 1 and trace.startswith("the real error") and "then rank(s) 0 failed too" in trace
+    assert launch._first_failure(str(tmp_path / "none"), 2, reported=0, default="?") == (0, "?")
 
 
 def test_spawn_past_its_timeout_kills_every_rank():
