@@ -22,6 +22,7 @@ import contextlib
 import functools
 import json
 import os
+import time
 import traceback
 from pathlib import Path
 
@@ -225,7 +226,7 @@ def fail_on_rank(failing_rank: int) -> None:
     """Rank ``failing_rank`` raises; the others wait in a barrier it never reaches (the launcher must end them)."""
     rank, _, _ = setup_process_group("gloo")
     if rank == failing_rank:
-        raise RuntimeError(f"deliberate failure on rank {rank}")
+        raise RuntimeError(f"deliberate failure on rank {rank} at t={time.time():.3f}")  # when: for the tests
     dist.barrier()  # never completes: the failed rank is gone
 
 

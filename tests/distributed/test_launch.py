@@ -23,7 +23,12 @@ from course_lib.distributed.launch import (
 )
 from tests.paths import REPO
 
-FAILURE_BOUND_S = 30.0
+FAILURE_BOUND_S = 30.0  # from the rank's exception to the job's end (start-up, slow on a busy machine, apart)
+
+
+def _seconds_since_the_failure(message: str) -> float:
+    raised_at = float(re.search(r"deliberate failure on rank \d+ at t=([0-9.]+)", message).group(1))
+    return time.time() - raised_at
 
 
 @pytest.fixture
@@ -87,9 +92,10 @@ def test_spawn_refuses_bad_input():
         spawn(defined_in_a_notebook, 2)
 
 
-@pytest.mark.slow
 def test_spawn_gives_each_process_its_rank_and_returns_the_results_by_rank():
-    results = spawn(workers.rank_probe, 2, timeout=120)
+    # Forked, for speed (the children inherit this process's imports); the failure test below uses the
+    # default start method, "spawn", which notebooks need.
+    results = spawn(workers.rank_probe, 2, timeout=120, start_method="fork")
     assert [r["rank"] for r in results] == [0, 1]
     assert all(r["world_size"] == 2 and r["device"] == "cpu" and r["rank_sum"] == 1.0 for r in results)
     assert [r["is_rank_zero"] for r in results] == [True, False]
@@ -98,10 +104,9 @@ def test_spawn_gives_each_process_its_rank_and_returns_the_results_by_rank():
 
 @pytest.mark.slow
 def test_spawn_a_failing_rank_ends_the_job_with_its_rank_and_exception():
-    start = time.monotonic()
     with pytest.raises(RankFailedError, match="rank 1 of 2 raised") as failure:
         spawn(workers.fail_on_rank, 2, 1, timeout=120)  # rank 0 waits in a barrier rank 1 never reaches
-    assert time.monotonic() - start < FAILURE_BOUND_S
+    assert _seconds_since_the_failure(str(failure.value)) < FAILURE_BOUND_S
     assert failure.value.rank == 1
     assert "RuntimeError: deliberate failure on rank 1" in str(failure.value)
 
@@ -127,12 +132,11 @@ def test_spawn_past_its_timeout_kills_every_rank():
 def test_torchrun_a_failing_rank_ends_the_job_with_its_rank_and_exception():
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                "-m", "course_lib.distributed.workers", "fail", "--rank", "1"]
-    start = time.monotonic()
     finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    elapsed = time.monotonic() - start
     assert finished.returncode != 0
-    assert elapsed < FAILURE_BOUND_S, f"the job took {elapsed:.0f} s to end"
+    elapsed = _seconds_since_the_failure(finished.stderr)
+    assert elapsed < FAILURE_BOUND_S, f"the job ended {elapsed:.0f} s after the failure"
     summary = finished.stderr.split("Root Cause", 1)[-1]  # torchrun's summary: the first rank that failed
     assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)", summary), finished.stderr[-3000:]
     assert "deliberate failure on rank 1" in summary, finished.stderr[-3000:]
