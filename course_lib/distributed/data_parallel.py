@@ -13,9 +13,10 @@ on N times the data, provided they start from the same parameters (:func:`broadc
   ``DistributedDataParallel`` does, with ``no_sync()`` for gradient accumulation.
 
 Pinned to ``torch.nn.parallel.DistributedDataParallel`` and to one process trained on the combined batch by
-``tests/distributed/test_data_parallel.py`` (through :mod:`.workers`). Not covered: overlapping the
-all-reduce with the backward pass (DDP launches each bucket as soon as its gradients are ready; here all
-are averaged once backward has finished), mixed precision, models whose ranks use different parameters.
+``tests/distributed/test_data_parallel_torchrun.py`` (2 and 3 gloo processes, through :mod:`.workers`). A
+parameter a rank did not use gets a zero gradient, not ``None``, so every rank makes the same all-reduces.
+Not covered: overlapping the all-reduce with the backward pass (DDP launches each bucket as soon as its
+gradients are ready; here all are averaged once backward has finished), mixed precision.
 """
 from __future__ import annotations
 
