@@ -13,10 +13,12 @@ Why two dtypes. Runs that add the same numbers in another order differ by roundi
 fp32), and AdamW magnifies that where a gradient is about its ``eps`` (1e-8) or exactly zero in exact
 arithmetic (the key biases: see ``workers._max_diff``): there a rounding difference of 1e-10 in the gradient
 moves the parameter by up to ~lr × 1e-3. In fp32 with 2 ranks every difference but the key biases' stays
-within 1e-6 (measured 2e-7 to 5e-7); with 3 ranks gloo's ring adds three terms in an order that depends on
-the message layout, and one such element reached 2e-5 against the single process (2e-6 against DDP). In
-float64 the same rounding is 1e-16 relative, so there every comparison, key biases included, must agree
-within 1e-12: that is the tight pin, for 2 and 3 ranks alike.
+within 1e-6 on these batches (measured 2e-7 to 5e-7; on another CPU, whose kernels round differently, an
+element could land nearer eps). With 3 ranks one weight of ``h.1.mlp.c_fc`` whose first gradient is
+-1.8e-8 moved 2e-5 away from the single process (2e-6 from DDP, which sums the three ranks' terms in
+another order than per-parameter or bucketed all-reduces do; with 2 ranks a + b rounds the same either way,
+so there ours equal DDP's exactly). In float64 the same rounding is 1e-16 relative, so there every
+comparison, key biases included, must agree within 1e-12: that is the tight pin, for 2 and 3 ranks alike.
 """
 from __future__ import annotations
 
