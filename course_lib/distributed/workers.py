@@ -97,6 +97,17 @@ def _max_diff(model, reference) -> tuple[float, float]:
     return rest, key_bias
 
 
+def _first_gradients(rank, world_size, rows, dtype, wrap=None, average=None) -> list[torch.Tensor]:
+    """The gradients of the first batch (the slice of ``rank`` of ``world_size``), averaged by ``wrap``'s
+    model (DDP, DataParallel) or by ``average(model)``; no optimizer: what data parallelism itself claims."""
+    model = _tiny_gpt_of(0, dtype)
+    trained = wrap(model) if wrap else model
+    _loss(trained, _combined_batch(0, world_size * rows)[rank * rows:(rank + 1) * rows]).backward()
+    if average:
+        average(model)
+    return [p.grad for p in model.parameters()]
+
+
 def _across_ranks(values: dict[str, float], world_size: int) -> dict[str, float]:
     """The largest value of each entry over every rank (one rank's mismatch is the job's mismatch)."""
     if world_size == 1:
@@ -162,6 +173,17 @@ def run_equality(steps: int = 3, batch_size: int = 2, micro_batches: int = 2, fs
                    "bucketed": lambda m: average_gradients_bucketed(m, BUCKET_MB)}[way]
         return _train(model, torch.optim.AdamW(model.parameters(), **ADAMW), before_step=average, **kwargs)
 
+    # The averaged gradient itself, before AdamW can magnify rounding (see _max_diff).
+    rows = micro_batches * batch_size
+    combined = _first_gradients(0, 1, world_size * rows, getattr(torch, dtype))
+    averaging = {"ddp": {"wrap": DistributedDataParallel}, "per_parameter": {"average": average_gradients},
+                 "bucketed": {"average": lambda m: average_gradients_bucketed(m, BUCKET_MB)},
+                 "wrapper_bucketed": {"wrap": lambda m: DataParallel(m, bucket_mb=BUCKET_MB)}}
+    gradient_diffs = {}
+    for name, how in averaging.items():
+        averaged = _first_gradients(rank, world_size, rows, getattr(torch, dtype), **how)
+        gradient_diffs[name] = max((a - b).abs().max().item() for a, b in zip(averaged, combined))
+
     diffs = {}
     ddp = trained("ddp", accumulate=False)
     diffs["ddp_vs_single"] = _max_diff(ddp, single)
@@ -189,7 +211,9 @@ def run_equality(steps: int = 3, batch_size: int = 2, micro_batches: int = 2, fs
     result = {"world_size": world_size, "steps": steps, "dtype": dtype, "batch_size": batch_size,
               "micro_batches": micro_batches, "lr": ADAMW["lr"],
               "max_abs_diff": _across_ranks({k: rest for k, (rest, _) in diffs.items()}, world_size),
-              "key_bias_max_abs_diff": _across_ranks({k: kb for k, (_, kb) in diffs.items()}, world_size)}
+              "key_bias_max_abs_diff": _across_ranks({k: kb for k, (_, kb) in diffs.items()}, world_size),
+              "first_gradient_max_abs_diff_vs_single": _across_ranks(gradient_diffs, world_size),
+              "first_gradient_max_abs": max(g.abs().max().item() for g in combined)}
     gathered = [None] * world_size
     dist.all_gather_object(gathered, {"zero1": optimizer_state_bytes(sharded),
                                       "torch_zero": optimizer_state_bytes(torch_zero)})
