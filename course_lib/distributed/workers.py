@@ -4,7 +4,7 @@
     torchrun --nproc-per-node 2 -m course_lib.distributed.workers fail --rank 1      # one rank raises
     spawn(run_equality, 2, 3)                                                       # the same from a notebook
 
-:func:`run_equality` trains a tiny course GPT (dropout off) for ``steps`` AdamW steps in several ways from the
+:func:`run_equality` trains a tiny course GPT (dropout off) for ``steps`` optimizer steps (AdamW; SGD with momentum too) in several ways from the
 same start and returns, per way, the largest parameter difference (over every rank) from one process trained
 on the combined batch of every rank, plus torch's own references. Every step draws one combined batch of
 ``world_size × micro_batches × batch_size`` windows; rank r trains on its own slice; with gradient
@@ -41,6 +41,9 @@ __all__ = ["TINY_GPT", "run_equality", "rank_probe", "fail_on_rank", "main"]
 
 TINY_GPT = dict(vocab_size=64, context_length=16, dim=32, num_layers=2, num_heads=2, dropout=0.0)
 ADAMW = dict(lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1)  # train_gpt.py's learning rate
+# SGD with momentum: no division by √v + eps, so rounding is not magnified where a gradient is ~0 (see _max_diff)
+SGD = dict(lr=0.1, momentum=0.9, weight_decay=0.1)
+OPTIMIZERS = {"adamw": (torch.optim.AdamW, ADAMW), "sgd": (torch.optim.SGD, SGD)}
 BUCKET_MB = 0.03  # ~31 KB: several buckets even for the tiny model (DDP's default 25 MB would make one)
 
 
@@ -117,7 +120,7 @@ def _across_ranks(values: dict[str, float], world_size: int) -> dict[str, float]
     return dict(zip(values, tensor.tolist()))
 
 
-def _fsdp2(steps, rank, world_size, batch_size, reference) -> dict:
+def _fsdp2(steps, rank, world_size, batch_size, reference, make_optimizer) -> dict:
     """FSDP2 (``fully_shard``) on this machine's backend, against the single process; the error if it fails."""
     dtype = next(reference.parameters()).dtype
     try:
@@ -126,7 +129,7 @@ def _fsdp2(steps, rank, world_size, batch_size, reference) -> dict:
         for block in model.h:
             fully_shard(block)
         fully_shard(model)
-        optimizer = torch.optim.AdamW(model.parameters(), **ADAMW)
+        optimizer = make_optimizer(model.parameters())
         _train(model, optimizer, steps, rank, world_size, batch_size, 1)
         gathered = _tiny_gpt_of(0, dtype)  # the sharded parameters gathered whole into a plain model, to compare
         with torch.no_grad():
@@ -140,11 +143,12 @@ def _fsdp2(steps, rank, world_size, batch_size, reference) -> dict:
 
 
 def run_equality(steps: int = 3, batch_size: int = 2, micro_batches: int = 2, fsdp: bool = False,
-                 dtype: str = "float32") -> dict:
+                 dtype: str = "float32", optimizer: str = "adamw") -> dict:
     """Every way of training against one process on the combined batch; the same dict on every rank.
 
     Call it in each process of a group (torchrun, or :func:`~.launch.spawn`); it leaves the group open (the
-    caller, or spawn, tears it down). Every model and batch computation in ``dtype``. Returns ``world_size``,
+    caller, or spawn, tears it down). Every model and batch computation in ``dtype``; every run steps with
+    ``optimizer`` ("adamw" or "sgd", with momentum: :data:`OPTIMIZERS`). Returns ``world_size``,
     ``steps``, ``max_abs_diff`` (per comparison, the maximum over ranks and parameters), ``all_reduces``
     per step, ``optimizer_state_bytes`` per rank, and ``fsdp2`` when asked.
     """
@@ -152,9 +156,11 @@ def run_equality(steps: int = 3, batch_size: int = 2, micro_batches: int = 2, fs
     if world_size == 1:
         raise RuntimeError("run_equality compares processes: start it with torchrun (2 or more) or spawn()")
     _tiny_gpt = functools.partial(_tiny_gpt_of, dtype=getattr(torch, dtype))  # every model in this dtype
+    optimizer_class, settings = OPTIMIZERS[optimizer]
+    _optimizer = functools.partial(optimizer_class, **settings)
     args = dict(steps=steps, rank=rank, world_size=world_size, batch_size=batch_size)
     single = _tiny_gpt(0)  # one process, combined batch: every rank computes it on its own
-    single_optimizer = torch.optim.AdamW(single.parameters(), **ADAMW)
+    single_optimizer = _optimizer(single.parameters())
     _train(single, single_optimizer, steps, 0, 1, world_size * micro_batches * batch_size, 1)
 
     def trained(way: str, accumulate: bool):
@@ -163,15 +169,15 @@ def run_equality(steps: int = 3, batch_size: int = 2, micro_batches: int = 2, fs
         kwargs = dict(args, batch_size=size, micro_batches=micro)
         if way == "ddp":
             model = DistributedDataParallel(_tiny_gpt(rank))
-            return _train(model, torch.optim.AdamW(model.parameters(), **ADAMW), sync=model.no_sync, **kwargs)
+            return _train(model, _optimizer(model.parameters()), sync=model.no_sync, **kwargs)
         if way in ("wrapper", "wrapper_bucketed"):
             model = DataParallel(_tiny_gpt(rank), bucket_mb=BUCKET_MB if way == "wrapper_bucketed" else None)
-            return _train(model, torch.optim.AdamW(model.parameters(), **ADAMW), sync=model.no_sync, **kwargs)
+            return _train(model, _optimizer(model.parameters()), sync=model.no_sync, **kwargs)
         model = _tiny_gpt(rank)
         broadcast_parameters(model)
         average = {"per_parameter": average_gradients, "no_averaging": None,
                    "bucketed": lambda m: average_gradients_bucketed(m, BUCKET_MB)}[way]
-        return _train(model, torch.optim.AdamW(model.parameters(), **ADAMW), before_step=average, **kwargs)
+        return _train(model, _optimizer(model.parameters()), before_step=average, **kwargs)
 
     # The averaged gradient itself, before AdamW can magnify rounding (see _max_diff).
     rows = micro_batches * batch_size
@@ -200,8 +206,8 @@ def run_equality(steps: int = 3, batch_size: int = 2, micro_batches: int = 2, fs
     # ZeRO-1: ours and torch's, both on gradients DDP averaged.
     from torch.distributed.optim import ZeroRedundancyOptimizer
     sharded_model, torch_model = DistributedDataParallel(_tiny_gpt(rank)), DistributedDataParallel(_tiny_gpt(rank))
-    sharded = ShardedOptimizer(sharded_model.parameters(), torch.optim.AdamW, **ADAMW)
-    torch_zero = ZeroRedundancyOptimizer(torch_model.parameters(), optimizer_class=torch.optim.AdamW, **ADAMW)
+    sharded = ShardedOptimizer(sharded_model.parameters(), optimizer_class, **settings)
+    torch_zero = ZeroRedundancyOptimizer(torch_model.parameters(), optimizer_class=optimizer_class, **settings)
     _train(sharded_model, sharded, **args, micro_batches=micro_batches)
     _train(torch_model, torch_zero, **args, micro_batches=micro_batches)
     diffs["zero1_vs_single"] = _max_diff(sharded_model, single)
@@ -209,7 +215,7 @@ def run_equality(steps: int = 3, batch_size: int = 2, micro_batches: int = 2, fs
     diffs["torch_zero_vs_single"] = _max_diff(torch_model, single)
 
     result = {"world_size": world_size, "steps": steps, "dtype": dtype, "batch_size": batch_size,
-              "micro_batches": micro_batches, "lr": ADAMW["lr"],
+              "micro_batches": micro_batches, "optimizer": optimizer, "lr": settings["lr"],
               "max_abs_diff": _across_ranks({k: rest for k, (rest, _) in diffs.items()}, world_size),
               "key_bias_max_abs_diff": _across_ranks({k: kb for k, (_, kb) in diffs.items()}, world_size),
               "first_gradient_max_abs_diff_vs_single": _across_ranks(gradient_diffs, world_size),
@@ -224,7 +230,7 @@ def run_equality(steps: int = 3, batch_size: int = 2, micro_batches: int = 2, fs
     result["all_reduces_per_step"] = {"per_parameter": sum(p.requires_grad for p in model.parameters()),
                                       "bucketed": len(_buckets_of(model))}
     if fsdp:
-        result["fsdp2"] = _fsdp2(steps, rank, world_size, micro_batches * batch_size, single)
+        result["fsdp2"] = _fsdp2(steps, rank, world_size, micro_batches * batch_size, single, _optimizer)
         if result["fsdp2"]["ran"]:
             for key, field in (("max_abs_diff", "max_diff"), ("key_bias_max_abs_diff", "key_bias_max_diff")):
                 result[key]["fsdp2_vs_single"] = _across_ranks({"d": result["fsdp2"][field]}, world_size)["d"]
@@ -261,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     equality = commands.add_parser("equality", help="train every way and write the differences (rank 0)")
     equality.add_argument("--steps", type=int, default=3)
     equality.add_argument("--fsdp", action="store_true", help="also try FSDP2 (fully_shard)")
-    equality.add_argument("--dtypes", default="float32,float64", help="comma-separated: one run in each")
+    equality.add_argument("--dtypes", default="float32,float64", help="comma-separated: one AdamW run in each")
+    equality.add_argument("--sgd", action="store_true", help="also a float32 run with SGD + momentum ('float32_sgd')")
     equality.add_argument("--out", type=Path, required=True)
     fail = commands.add_parser("fail", help="one rank raises")
     fail.add_argument("--rank", type=int, default=1)
@@ -272,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         results = {dtype: run_equality(args.steps, fsdp=args.fsdp, dtype=dtype) for dtype in args.dtypes.split(",")}
+        if args.sgd:
+            results["float32_sgd"] = run_equality(args.steps, dtype="float32", optimizer="sgd")
     finally:
         teardown()
     if int(os.environ["RANK"]) == 0:  # rank 0 writes
