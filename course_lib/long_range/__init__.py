@@ -17,6 +17,6 @@ Built on :mod:`course_lib.attention` (the readable attention, masks) and :mod:`c
 FlashAttention's GPU-specific tricks (warp scheduling, shared memory), ring attention across devices.
 """
 from .sliding_window import sliding_window_mask
-from .tiled import online_softmax_update
+from .tiled import online_softmax_update, tiled_attention
 
-__all__ = ["sliding_window_mask", "online_softmax_update"]
+__all__ = ["sliding_window_mask", "online_softmax_update", "tiled_attention"]
