@@ -116,6 +116,21 @@ def test_bad_requests_get_a_clear_error():
         measure("tiled", 1024, widow=3)
 
 
+def test_a_pattern_whose_function_is_missing_is_not_available_without_starting_a_process(monkeypatch):
+    from course_lib.long_range import sliding_window
+
+    monkeypatch.delattr(sliding_window, "sliding_window_attention")
+    result = measure("sliding", 1024)
+    assert result == {"error": "not available: course_lib.long_range.sliding_window.sliding_window_attention "
+                               "is not in this checkout yet", "not_available": True}
+
+
+def test_the_server_still_runs_the_reformer_jobs():
+    """The measuring server's children run run_job: any job that is not ours goes to the Reformer's child."""
+    with pytest.raises(ValueError, match="nonsense"):
+        benchmark.run_job({"kind": "nonsense", "seq_len": 8})
+
+
 @pytest.mark.slow
 def test_a_quick_fresh_process_measurement_full_holds_its_scores_tiled_does_not():
     """Two heads at 1,024 tokens: full attention keeps the (2, 1024, 1024) fp32 weights it returns (8 MB)
