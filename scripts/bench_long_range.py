@@ -7,10 +7,11 @@
 Every configuration runs in a fresh process (course_lib.long_range.benchmark.measure, on the Reformer
 benchmark's measuring server): B=1, 8 heads of 64, fp32, inference, 1 torch thread unless --threads. A
 configuration is skipped, and the record says why, when its predicted memory is over --max-gb (full
-attention's T×T scores and weights) or, beyond 16k tokens, its predicted time (the previous length's, times
-2 for the patterns linear in T and 4 for the quadratic ones) would overrun the --budget. Then the readable attention and
-tiled attention are timed against SDPA in this process (median of repeats, 1 and 2 threads, T=512-4096,
-within --timing-budget more seconds).
+attention's T×T scores and weights; twice the previous length's peak for the others) or, beyond 16k
+tokens, its predicted time (the previous length's, times 2 for the patterns linear in T and 4 for the
+quadratic ones) would overrun the --budget. Then the readable attention and tiled attention are timed
+against SDPA in this process (median of repeats, 1 and 2 threads, T=512-4096, within --timing-budget
+more seconds).
 The load average before and after is recorded: the machine may be shared.
 """
 from __future__ import annotations
@@ -104,6 +105,10 @@ def main(argv=None) -> int:
                 row[pattern] = None
                 skipped.append(f"full at T={seq_len}: its scores and weights need {full_gb(seq_len):.0f} GB "
                                f"(> --max-gb {args.max_gb:g})")
+            elif last.get(pattern) and last[pattern]["peak_mb"] * 2 / 1024 > args.max_gb:
+                row[pattern] = None  # the others' memory grows linearly: twice the previous length's peak
+                skipped.append(f"{pattern} at T={seq_len}: about {last[pattern]['peak_mb'] * 2 / 1024:.1f} GB "
+                               f"(twice its peak at T={seq_len // 2}; > --max-gb {args.max_gb:g})")
             elif seq_len > REQUIRED_UP_TO and spent + predicted > args.budget:
                 row[pattern] = None
                 skipped.append(f"{pattern} at T={seq_len}: about {predicted:.0f} s more would overrun the "
