@@ -8,9 +8,9 @@ attention (blocks of 64, 3 random blocks), the Reformer's LSH attention layer as
 (chunks of 64, one hash round; this layer includes its two projections) and exact attention in tiles.
 
 Each measurement runs in a child forked from ``course_lib.reformer.memory``'s measuring server (the peak
-resident memory above the child's baseline, ``VmHWM``): :func:`measure` hands that server :func:`run_job` as
-its child's work and otherwise uses :func:`course_lib.reformer.memory.measure` unchanged, so running out of
-memory is a result, not an exception. ``scripts/bench_long_range.py`` runs the whole table and records it
+resident memory above the child's baseline, ``VmHWM``): :func:`measure` names :func:`run_job` as the child's
+work (the job's ``runner``) and otherwise uses :func:`course_lib.reformer.memory.measure` unchanged, so running
+out of memory is a result, not an exception. ``scripts/bench_long_range.py`` runs the whole table and records it
 (:data:`RECORDED`, read back by :func:`recorded_benchmark`); :func:`plot_benchmark` draws it.
 :func:`time_ratios` times the readable attention and tiled attention against SDPA in this process.
 Not covered: training (backward) memory, GPUs, batch sizes above 1.
@@ -18,10 +18,7 @@ Not covered: training (backward) memory, GPUs, batch sizes above 1.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 
 from ..reformer import memory
@@ -92,9 +89,7 @@ def _attention(pattern: str, seq_len: int, settings: dict):
 
 
 def run_job(job: dict) -> dict:
-    """The measuring child's work: a ``"long_range"`` job here, any other kind as the Reformer's server does."""
-    if job.get("kind") != "long_range":
-        return _reformer_child(job)
+    """The measuring child's work (a ``"long_range"`` job): set up, reset the peak, run once, then time."""
     import torch
 
     torch.set_num_threads(job["threads"])
@@ -132,10 +127,6 @@ def _reuse_the_heap() -> None:
     libc.mallopt(-1, 64 * 2**20)  # M_TRIM_THRESHOLD
 
 
-_reformer_child = memory.run_child
-_server = None  # this module's measuring server: course_lib.reformer.memory's serve(), children running run_job
-
-
 def measure(pattern: str, seq_len: int, *, threads: int = 1, timeout: float = 600,
             memory_limit_mb: float | None = None, **overrides) -> dict:
     """One configuration in a fresh process: ``{"peak_mb", "baseline_mb", "first_run_seconds", "seconds",
@@ -146,7 +137,6 @@ def measure(pattern: str, seq_len: int, *, threads: int = 1, timeout: float = 60
     ``first_run_seconds`` come from one run; ``seconds`` from the runs after it, with glibc reusing freed
     memory as usual (:func:`_reuse_the_heap`): the median of up to five when one takes under half a second.
     """
-    global _server
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}; known: {', '.join(PATTERNS)}")
     unknown = set(overrides) - set(SETTING)
@@ -155,17 +145,9 @@ def measure(pattern: str, seq_len: int, *, threads: int = 1, timeout: float = 60
     reason = unavailable(pattern)
     if reason:
         return {"error": f"not available: {reason}", "not_available": True}
-    if _server is None or _server.poll() is not None:
-        # the environment course_lib.reformer.memory gives its server: freed tensors go back to the OS
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
-        _server = subprocess.Popen([sys.executable, "-m", "course_lib.long_range.benchmark", "--serve"], env=env,
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
-    job = {"kind": "long_range", "pattern": pattern, "seq_len": seq_len, "threads": threads, **SETTING, **overrides}
-    reformer_server, memory._server = memory._server, _server  # memory.measure talks to the server it holds
-    try:
-        return memory.measure(job, timeout, memory_limit_mb)
-    finally:
-        _server, memory._server = memory._server, reformer_server
+    job = {"kind": "long_range", "runner": f"{__name__}:run_job", "pattern": pattern, "seq_len": seq_len,
+           "threads": threads, **SETTING, **overrides}
+    return memory.measure(job, timeout, memory_limit_mb)
 
 
 def time_ratios(seq_lens=(512, 1024, 2048, 4096), threads=(1, 2), repeats: int = 5, heads: int = 8,
@@ -241,8 +223,3 @@ def plot_benchmark(record: dict):
         axis.legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:  # the measuring server, with run_job as the work
-    memory.run_child = run_job  # serve() looks run_child up in its module when a job comes
-    memory.serve()

@@ -55,6 +55,13 @@ def lsh_buckets(seq_len: int, chunk: int):
 
 
 def run_child(job: dict) -> dict:
+    """One measurement in the child: a Reformer job (``kind``), or ``job["runner"]`` (``"module:function"``),
+    which another unit's benchmark names to measure its own work with this machinery."""
+    if "runner" in job:
+        import importlib
+
+        module, _, function = job["runner"].partition(":")
+        return getattr(importlib.import_module(module), function)(job)
     import torch
 
     torch.manual_seed(0)

@@ -127,10 +127,15 @@ def test_a_pattern_whose_function_is_missing_is_not_available_without_starting_a
                                "is not in this checkout yet", "not_available": True}
 
 
-def test_the_server_still_runs_the_reformer_jobs():
-    """The measuring server's children run run_job: any job that is not ours goes to the Reformer's child."""
+def test_the_measuring_child_runs_the_job_s_runner_and_ours_refuses_a_foreign_job():
+    """reformer.memory's child calls ``job["runner"]`` (how measure() hands it run_job); run_job refuses a
+    pattern it does not know, naming it."""
+    from course_lib.reformer import memory
+
+    assert memory.run_child({"runner": "builtins:len", "seq_len": 8}) == 2  # len(job): the runner got the job
     with pytest.raises(ValueError, match="nonsense"):
-        benchmark.run_job({"kind": "nonsense", "seq_len": 8})
+        benchmark.run_job({"kind": "long_range", "pattern": "nonsense", "seq_len": 8, "threads": 1,
+                           **benchmark.SETTING})
 
 
 @pytest.mark.slow
