@@ -15,7 +15,8 @@ Two paths compute the same thing:
 
 Masks follow :mod:`course_lib.attention.masks`: boolean True = may attend, or an additive float mask.
 A query whose every key is masked attends to nothing: its weights and output are zero (torch's
-fused kernel returns NaN there). Not covered: attention sinks, ALiBi, sliding windows.
+fused kernel gave NaN there in older versions; torch 2.13 gives 0 too). Not covered: attention sinks, ALiBi;
+sliding windows and other sparse patterns are :mod:`course_lib.long_range`'s.
 """
 from __future__ import annotations
 

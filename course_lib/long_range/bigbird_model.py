@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attention import merge_heads, scaled_dot_product_attention, split_heads
-from ..pretraining.encoder import _LAYER_NAMES, Encoder, EncoderConfig, EncoderOutput
+from ..pretraining.encoder import HF_LAYER_NAMES, Encoder, EncoderConfig, EncoderOutput
 from ..pretraining.encoder_inputs import validate_encoder_inputs
 from .bigbird import bigbird_attention, bigbird_random_blocks
 
@@ -138,7 +138,7 @@ def bigbird_from_hf(hf_model) -> BigBirdEncoder:
     names = {"word_embeddings": "embeddings.word_embeddings", "position_embeddings": "embeddings.position_embeddings",
              "token_type_embeddings": "embeddings.token_type_embeddings", "embedding_norm": "embeddings.LayerNorm"}
     names.update({f"layers.{i}.{mine}": f"encoder.layer.{i}.{theirs}"
-                  for i in range(config.num_layers) for mine, theirs in _LAYER_NAMES.items()})
+                  for i in range(config.num_layers) for mine, theirs in HF_LAYER_NAMES.items()})
     if has_pooler:
         names["pooler"] = "pooler"
     state = hf_model.state_dict()

@@ -209,7 +209,7 @@ def attention_maps(model: Encoder | EncoderForMaskedLM, input_ids: torch.Tensor,
 
 # --- HF BERT/RoBERTa interchange --------------------------------------------------------------------
 
-_LAYER_NAMES = {  # ours (inside layers.i) ← HF (inside encoder.layer.i)
+HF_LAYER_NAMES = {  # ours (inside layers.i) ← HF (inside encoder.layer.i); public: BigBird reuses it
     "self_attn.q_proj": "attention.self.query", "self_attn.k_proj": "attention.self.key",
     "self_attn.v_proj": "attention.self.value", "self_attn.out_proj": "attention.output.dense",
     "norm1": "attention.output.LayerNorm", "ffn.linear1": "intermediate.dense", "ffn.linear2": "output.dense",
@@ -259,7 +259,7 @@ def from_hf(hf_model) -> Encoder | EncoderForMaskedLM:
     names = {"word_embeddings": "embeddings.word_embeddings", "position_embeddings": "embeddings.position_embeddings",
              "token_type_embeddings": "embeddings.token_type_embeddings", "embedding_norm": "embeddings.LayerNorm"}
     names.update({f"layers.{i}.{ours}": f"encoder.layer.{i}.{theirs}"
-                  for i in range(config.num_layers) for ours, theirs in _LAYER_NAMES.items()})
+                  for i in range(config.num_layers) for ours, theirs in HF_LAYER_NAMES.items()})
     if has_pooler:
         names["pooler"] = "pooler.dense"
     names = {ours: prefix + theirs for ours, theirs in names.items()}

@@ -40,7 +40,7 @@ def attention_case(draw):
 
 
 def _rows_with_a_key(mask, scores_shape):
-    """Rows that can attend somewhere: torch's kernel returns NaN for the others, ours zeros."""
+    """Rows that can attend somewhere: torch's kernel gave NaN for the others before 2.13, ours zeros."""
     if mask is None:
         return torch.ones(scores_shape[:-1], dtype=torch.bool)
     allowed = mask if mask.dtype == torch.bool else ~torch.isneginf(mask)
