@@ -13,3 +13,18 @@
 Built on :mod:`course_lib.models` (the course's GPT) and :mod:`course_lib.pretraining` (the learning-rate
 schedule). Not covered: tensor and pipeline parallelism in code (the chapter explains them), mixed precision.
 """
+from .data_parallel import (
+    DataParallel, average_gradients, average_gradients_bucketed, broadcast_parameters, gradient_buckets,
+)
+from .launch import (
+    RankFailedError, default_backend, get_rank, get_world_size, is_rank_zero, on_rank_zero, setup_process_group, spawn,
+    teardown,
+)
+from .zero import ShardedOptimizer, optimizer_state_bytes, partition_parameters
+
+__all__ = [
+    "setup_process_group", "teardown", "is_rank_zero", "on_rank_zero", "get_rank", "get_world_size", "default_backend",
+    "spawn", "RankFailedError",
+    "average_gradients", "average_gradients_bucketed", "gradient_buckets", "broadcast_parameters", "DataParallel",
+    "ShardedOptimizer", "partition_parameters", "optimizer_state_bytes",
+]
