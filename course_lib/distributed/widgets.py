@@ -270,7 +270,9 @@ def parallelism_explorer(kind: str = "data", micro_batches: int = 4) -> Explorer
         schedule.title.set_fontsize(9)
         return figure
 
-    return Explorer("Data, tensor and pipeline parallelism: who holds what", controls, draw)
+    book = {"micro_batches": widgets.SelectionSlider(options=sorted({1, 4, 12, micro_batches}), value=micro_batches,
+                                                     description="micro-batches")}  # 3 kinds × 3 stops in the book
+    return Explorer("Data, tensor and pipeline parallelism: who holds what", controls, draw, book_controls=book)
 
 
 def _schedule_colours():
