@@ -2,13 +2,11 @@
 cost model charges for, and the memory and pipeline figures match the ZeRO and GPipe papers' numbers."""
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from course_lib.distributed.launch import setup_process_group, spawn
 from course_lib.distributed.widgets import (
     fit_ring_cost_model, parallelism_explorer, pipeline_schedule, ring_all_reduce, ring_all_reduce_seconds,
     ring_explorer, zero_memory_explorer, zero_memory_per_rank,
@@ -65,30 +63,21 @@ def test_each_device_sends_what_the_cost_model_charges(devices):
     assert ring_all_reduce_seconds(0, devices, bandwidth, 1e-5) == pytest.approx(len(states[1:]) * 1e-5)
 
 
-def _gloo_all_reduce(rank: int, world_size: int, port: int, vectors: torch.Tensor, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        mine = vectors[rank].clone()
-        dist.all_reduce(mine)
-        torch.save(mine, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
+def _gloo_all_reduce(vectors: torch.Tensor) -> torch.Tensor:
+    """One spawned rank: torch.distributed's own all-reduce (gloo) of this rank's row."""
+    rank, _, _ = setup_process_group("gloo")
+    mine = vectors[rank].clone()
+    dist.all_reduce(mine)
+    return mine
 
 
 @pytest.mark.slow
-def test_the_simulated_ring_ends_where_gloos_all_reduce_ends(tmp_path):
-    import socket
-
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def test_the_simulated_ring_ends_where_gloos_all_reduce_ends():
     vectors = _integer_vectors(3, 10, seed=4)
-    mp.spawn(_gloo_all_reduce, args=(3, port, vectors, str(tmp_path / "out")), nprocs=3, join=True)
+    reduced = spawn(_gloo_all_reduce, 3, vectors, timeout=120)  # one tensor per rank
     simulated = ring_all_reduce(vectors)[-1].values
     for rank in range(3):
-        assert torch.equal(torch.load(tmp_path / f"out.{rank}"), simulated[rank])
+        assert torch.equal(reduced[rank], simulated[rank])
 
 
 def test_the_cost_model_fit_reads_back_latency_and_bandwidth():
