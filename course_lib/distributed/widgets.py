@@ -86,15 +86,19 @@ def ring_all_reduce_seconds(size_bytes: float, world_size: int, bandwidth: float
 
 
 def fit_ring_cost_model(sizes_bytes, seconds, world_size: int) -> tuple[float, float]:
-    """``(latency s, bandwidth bytes/s)`` that fit measured all-reduce ``seconds`` best (least squares) to the
-    cost model ``2(N−1)·latency + 2(N−1)/N · size/bandwidth``."""
+    """``(latency s, bandwidth bytes/s)`` that fit measured all-reduce ``seconds`` best to the cost model
+    ``2(N−1)·latency + 2(N−1)/N · size/bandwidth``: least squares on the *relative* error, so that a 1 kB
+    all-reduce counts as much as a 64 MB one (plain least squares would fit the largest sizes alone)."""
     sizes = torch.as_tensor(sizes_bytes, dtype=torch.float64)
     times = torch.as_tensor(seconds, dtype=torch.float64)
     if world_size < 2 or sizes.ndim != 1 or sizes.shape != times.shape or len(set(sizes.tolist())) < 2:
         raise ValueError("need world_size >= 2 and one time per size, for at least two different sizes")
     steps = 2 * (world_size - 1)
+    if (times <= 0).any():
+        raise ValueError("every measured time must be positive")
     design = torch.stack([torch.full_like(sizes, float(steps)), steps / world_size * sizes], dim=1)  # (K, 2)
-    latency, inverse_bandwidth = torch.linalg.lstsq(design, times[:, None]).solution[:, 0].tolist()
+    relative = design / times[:, None]  # (K, 2): each row divided by its own time, so the target is 1
+    latency, inverse_bandwidth = torch.linalg.lstsq(relative, torch.ones_like(times)[:, None]).solution[:, 0].tolist()
     if inverse_bandwidth <= 0:
         raise ValueError("the times do not grow with the size: no bandwidth can be read off them "
                          "(too few sizes, or too much noise — was the machine busy?)")

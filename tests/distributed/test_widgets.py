@@ -85,6 +85,9 @@ def test_the_cost_model_fit_reads_back_latency_and_bandwidth():
     times = [ring_all_reduce_seconds(size, 2, 2e9, 3e-5) for size in sizes]
     latency, bandwidth = fit_ring_cost_model(sizes, times, 2)
     assert latency == pytest.approx(3e-5, rel=1e-6) and bandwidth == pytest.approx(2e9, rel=1e-6)
+    noisy = [t * (1.3 if i % 2 else 0.8) for i, t in enumerate(times)]  # ±30 %: every size still counts
+    latency, bandwidth = fit_ring_cost_model(sizes, noisy, 2)
+    assert 1e-5 < latency < 1e-4 and 1e9 < bandwidth < 4e9
     with pytest.raises(ValueError, match="do not grow with the size"):
         fit_ring_cost_model([1e3, 1e6, 1e7], [0.03, 0.02, 0.01], 2)
     with pytest.raises(ValueError, match="at least two different sizes"):
