@@ -7,6 +7,8 @@
   ``ZeroRedundancyOptimizer``; optimizer memory per rank.
 * :mod:`.launch` — process-group set-up and tear-down from torchrun's environment (gloo on CPUs, nccl on
   GPUs), rank-0-only writing, spawning a few processes from a notebook, and clear errors when a rank fails.
+* :mod:`.trainer` — the course GPT's training loop (``scripts/train_gpt.py``) on one process or under torchrun /
+  ``accelerate launch``: torch's DDP, each rank a slice of one global batch, rank 0 alone writing, exact resuming.
 * :mod:`.benchmark` — all-reduce time against tensor size, and training throughput for 1 and N processes.
 * :mod:`.widgets` — the chapter's pictures (the ring all-reduce, memory per rank).
 
@@ -21,10 +23,14 @@ from .launch import (
     teardown,
 )
 from .zero import ShardedOptimizer, optimizer_state_bytes, partition_parameters
+from .trainer import TrainSettings, rank_windows, train
+from .benchmark import recorded_benchmark, time_all_reduce, train_throughput
 
 __all__ = [
     "setup_process_group", "teardown", "is_rank_zero", "on_rank_zero", "get_rank", "get_world_size", "default_backend",
     "spawn", "RankFailedError",
     "average_gradients", "average_gradients_bucketed", "gradient_buckets", "broadcast_parameters", "DataParallel",
     "ShardedOptimizer", "partition_parameters", "optimizer_state_bytes",
+    "TrainSettings", "train", "rank_windows",
+    "time_all_reduce", "train_throughput", "recorded_benchmark",
 ]
