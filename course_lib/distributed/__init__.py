@@ -11,6 +11,8 @@
   ``accelerate launch``: torch's DDP, each rank a slice of one global batch, rank 0 alone writing, exact resuming.
 * :mod:`.benchmark` — all-reduce time against tensor size, and training throughput for 1 and N processes.
 * :mod:`.widgets` — the chapter's pictures (the ring all-reduce, memory per rank).
+* :mod:`.workers` — the equality runs the tests launch (``torchrun -m course_lib.distributed.workers``) and
+  the chapter can spawn: every way of training a tiny GPT against one process on the combined batch.
 
 Built on :mod:`course_lib.models` (the course's GPT) and :mod:`course_lib.pretraining` (the learning-rate
 schedule). Not covered: tensor and pipeline parallelism in code (the chapter explains them), mixed precision.

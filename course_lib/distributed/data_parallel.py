@@ -13,9 +13,10 @@ on N times the data, provided they start from the same parameters (:func:`broadc
   ``DistributedDataParallel`` does, with ``no_sync()`` for gradient accumulation.
 
 Pinned to ``torch.nn.parallel.DistributedDataParallel`` and to one process trained on the combined batch by
-``tests/distributed/test_data_parallel.py`` (through :mod:`.workers`). Not covered: overlapping the
-all-reduce with the backward pass (DDP launches each bucket as soon as its gradients are ready; here all
-are averaged once backward has finished), mixed precision, models whose ranks use different parameters.
+``tests/distributed/test_data_parallel_torchrun.py`` (2 and 3 gloo processes, through :mod:`.workers`). A
+parameter a rank did not use gets a zero gradient, not ``None``, so every rank makes the same all-reduces.
+Not covered: overlapping the all-reduce with the backward pass (DDP launches each bucket as soon as its
+gradients are ready; here all are averaged once backward has finished), mixed precision.
 """
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ def average_gradients(model: nn.Module) -> int:
         return 0
     grads = _gradients(model)
     for grad in grads:
+        grad.div_(world_size)  # divide first, then sum, as DDP's all-reduce hook does
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        grad.div_(world_size)
     return len(grads)
 
 
@@ -85,8 +86,8 @@ def average_gradients_bucketed(model: nn.Module, bucket_mb: float = 25.0) -> int
     buckets = gradient_buckets(_gradients(model)[::-1], bucket_mb)
     for bucket in buckets:
         flat = torch.cat([grad.reshape(-1) for grad in bucket])  # (total elements,) one message
+        flat.div_(world_size)  # before the sum, as DDP does
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat.div_(world_size)
         for grad, averaged in zip(bucket, flat.split([grad.numel() for grad in bucket])):
             grad.copy_(averaged.view_as(grad))
     return len(buckets)

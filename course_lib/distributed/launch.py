@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 import os
 import socket
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -137,9 +139,29 @@ def _run_rank(index: int, fn: Callable, args: tuple, world_size: int, port: int,
     torch.set_num_threads(threads)  # N processes share the cores: more threads each only oversubscribe
     try:
         result = fn(*args)
+    except BaseException:
+        # When or why it failed, for the parent: a rank whose peer died fails too, a moment later.
+        failure = {"time": time.time(), "traceback": traceback.format_exc()}
+        (Path(results) / f"rank{index}.error.json").write_text(json.dumps(failure), encoding="utf-8")
+        raise
     finally:
         teardown()  # in case fn left its group open
     torch.save(result, Path(results) / f"rank{index}.pt")
+
+
+def _first_failure(results: str, nprocs: int, reported: int, default: str) -> tuple[int, str]:
+    """The rank that failed first (its peers then fail on the broken connection) and its traceback."""
+    failures = {}
+    for index in range(nprocs):
+        path = Path(results) / f"rank{index}.error.json"
+        if path.exists():
+            failures[index] = json.loads(path.read_text(encoding="utf-8"))
+    if not failures:
+        return reported, default
+    first = min(failures, key=lambda index: failures[index]["time"])
+    later = sorted(set(failures) - {first})
+    note = f"\n(then rank(s) {', '.join(map(str, later))} failed too)" if later else ""
+    return first, failures[first]["traceback"] + note
 
 
 def spawn(fn: Callable, nprocs: int, *args: Any, timeout: float = 120.0, threads: int = 1,
@@ -149,8 +171,9 @@ def spawn(fn: Callable, nprocs: int, *args: Any, timeout: float = 120.0, threads
     Each process gets torchrun's environment variables (a free local port), so ``fn`` calls
     :func:`setup_process_group` exactly as a torchrun script does. ``fn`` must be importable by name (a
     module's function, not one defined in a notebook) under the default ``start_method="spawn"``; its
-    result must be picklable. Raises :class:`RankFailedError` naming the first rank that failed (the others
-    are terminated at once), or ``TimeoutError`` after ``timeout`` seconds (every rank killed).
+    result must be picklable. Raises :class:`RankFailedError` naming the rank that failed first, with its
+    traceback (the others are terminated at once), or ``TimeoutError`` after ``timeout`` seconds (every
+    rank killed).
     """
     if not isinstance(nprocs, int) or nprocs < 1:
         raise ValueError(f"nprocs must be a positive int, got {nprocs!r}")
@@ -166,7 +189,8 @@ def spawn(fn: Callable, nprocs: int, *args: Any, timeout: float = 120.0, threads
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"spawn: {nprocs} processes still running after {timeout:g} s; all killed")
         except mp.ProcessRaisedException as error:
-            raise RankFailedError(error.error_index, f"rank {error.error_index} of {nprocs} raised:\n{error}") from None
+            rank, trace = _first_failure(results, nprocs, error.error_index, str(error))
+            raise RankFailedError(rank, f"rank {rank} of {nprocs} raised:\n{trace}") from None
         except mp.ProcessExitedException as error:
             raise RankFailedError(error.error_index, f"rank {error.error_index} of {nprocs} died "
                                   f"(exit code {error.exit_code}): {error}") from None

@@ -9,7 +9,9 @@ model again on every rank of a plain data-parallel job. ZeRO-1 splits that state
 
 so every rank ends the step with the same parameters as an unsharded optimizer, while holding about 1/N
 of the state (:func:`optimizer_state_bytes` measures it). Pinned to torch's ``ZeroRedundancyOptimizer``
-and to the unsharded optimizer by ``tests/distributed/test_zero.py`` (through :mod:`.workers`).
+and to the unsharded optimizer by ``tests/distributed/test_data_parallel_torchrun.py`` (through
+:mod:`.workers`, in the same launches as the data-parallel pins); ``tests/distributed/test_zero.py`` checks
+the partition and the state's size in one process.
 
 Not covered: sharding the gradients (ZeRO-2) or the parameters themselves (ZeRO-3, torch's FSDP), saving
 and loading a sharded state, learning-rate schedulers that need a ``torch.optim.Optimizer`` (set the rate
@@ -47,11 +49,12 @@ class ShardedOptimizer:
     """
 
     def __init__(self, params, optimizer_class: type[torch.optim.Optimizer], **kwargs):
+        params = list(params)
+        if any(not isinstance(p, torch.Tensor) for p in params):
+            raise TypeError("ShardedOptimizer takes tensors (e.g. model.parameters()), not parameter-group dicts")
         params = list(dict.fromkeys(params))  # a tied parameter listed twice is one parameter
         if not params:
             raise ValueError("ShardedOptimizer got no parameters")
-        if any(not isinstance(p, torch.Tensor) for p in params):
-            raise TypeError("ShardedOptimizer takes tensors (e.g. model.parameters()), not parameter-group dicts")
         self.params = params
         self.rank, self.world_size = get_rank(), get_world_size()
         self.shards = partition_parameters(params, self.world_size)
