@@ -10,7 +10,8 @@
 * :mod:`.trainer` — the course GPT's training loop (``scripts/train_gpt.py``) on one process or under torchrun /
   ``accelerate launch``: torch's DDP, each rank a slice of one global batch, rank 0 alone writing, exact resuming.
 * :mod:`.benchmark` — all-reduce time against tensor size, and training throughput for 1 and N processes.
-* :mod:`.widgets` — the chapter's pictures (the ring all-reduce, memory per rank).
+* :mod:`.widgets` — the chapter's pictures: the ring all-reduce step by step and its cost model, who holds what
+  under data, tensor and pipeline parallelism (GPipe's schedule), memory per rank under ZeRO stages 1-3.
 * :mod:`.workers` — the equality runs the tests launch (``torchrun -m course_lib.distributed.workers``) and
   the chapter can spawn: every way of training a tiny GPT against one process on the combined batch.
 

@@ -45,7 +45,8 @@ STUB_ERRORS = {"NotImplementedError", "AssertionError"}  # allowed in a lab's st
 
 # The extras of course-lib (pyproject.toml) each notebook needs on Colab beyond the core (torch, numpy,
 # matplotlib, ipywidgets, tqdm, regex): what it imports itself and what the library functions it calls
-# import (tests/course/test_notebooks.py checks both). Not listed: the core is enough (every lab).
+# import (tests/course/test_notebooks.py checks both). Not listed: the core is enough (every lab; chapters 5, 6
+# and 10, whose processes need only torch.distributed).
 EXTRAS = {
     "chapters/01_attention.ipynb": ("views",),  # bertviz: the attention views
     "chapters/02_tokenization.ipynb": ("datasets", "tokenizers"),  # HF datasets and tokenizers, GPT-2's files
