@@ -164,4 +164,4 @@ def test_every_chapters_explorers_move_without_a_kernel(built_book, offline_page
         assert page.errors == [] and page.console_errors == [], (path.name, page.errors, page.console_errors)
         explorer.screenshot(path=str(artifacts_dir / f"book-explorer-{path.stem}.png"))
         moved[path.stem] = explorers.count()
-    assert len(moved) == 8, moved
+    assert len(moved) == 9, moved
