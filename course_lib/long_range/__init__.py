@@ -2,7 +2,8 @@
 
 * :mod:`.sliding_window` — Longformer's pattern: each token sees a band of neighbours, a few global tokens
   see and are seen by everyone; the readable mask, and the banded computation in chunks that never builds
-  the T×T matrix, pinned to HF ``LongformerSelfAttention`` / ``LongformerModel``.
+  the T×T matrix; :mod:`.longformer`, the encoder built on it, pinned to HF ``LongformerSelfAttention`` /
+  ``LongformerModel``.
 * :mod:`.bigbird` — BigBird's block-sparse attention: global, sliding and random *blocks*; the block layout
   (HF's random-block plan included) and the computation, pinned to HF ``BigBirdModel`` (``block_sparse``,
   eval mode), with HF's rule for falling back to full attention on short inputs.
@@ -16,7 +17,9 @@ Built on :mod:`course_lib.attention` (the readable attention, masks) and :mod:`c
 (LSH attention, the fresh-process memory measurement). Not covered: custom CUDA/Triton kernels,
 FlashAttention's GPU-specific tricks (warp scheduling, shared memory), ring attention across devices.
 """
-from .sliding_window import sliding_window_mask
+from .longformer import LongformerEncoder, LongformerSelfAttention
+from .sliding_window import sliding_window_attention, sliding_window_mask
 from .tiled import online_softmax_update
 
-__all__ = ["sliding_window_mask", "online_softmax_update"]
+__all__ = ["sliding_window_mask", "sliding_window_attention", "LongformerSelfAttention", "LongformerEncoder",
+           "online_softmax_update"]
