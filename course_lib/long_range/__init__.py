@@ -22,9 +22,9 @@ from .bigbird import bigbird_attention, bigbird_block_counts, bigbird_block_layo
 from .bigbird_model import BigBirdEncoder, bigbird_from_hf, uses_full_attention
 from .longformer import LongformerEncoder, LongformerSelfAttention
 from .sliding_window import sliding_window_attention, sliding_window_mask
-from .tiled import online_softmax_update
+from .tiled import online_softmax_update, tiled_attention
 
 __all__ = ["sliding_window_mask", "sliding_window_attention", "LongformerSelfAttention", "LongformerEncoder",
-           "online_softmax_update",
+           "online_softmax_update", "tiled_attention",
            "bigbird_block_layout", "bigbird_block_counts", "bigbird_random_blocks", "bigbird_attention",
            "BigBirdEncoder", "bigbird_from_hf", "uses_full_attention"]
