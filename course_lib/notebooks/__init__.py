@@ -54,6 +54,7 @@ EXTRAS = {
     "chapters/04_transformer.ipynb": ("datasets", "views"),
     "chapters/07_pretraining.ipynb": ("views",),  # bertviz: EsperBERTo's attention
     "chapters/08_transfer_learning.ipynb": ("transfer", "views"),  # the real MiniLM (its weights package); bertviz
+    # chapters/09_long_documents.ipynb: the core only (torch, matplotlib, ipywidgets): nothing to add
 }
 
 

@@ -29,7 +29,8 @@ def test_the_course_has_its_notebooks():
     assert {"01_attention.ipynb", "attention.ipynb", "02_tokenization.ipynb", "tokenization.ipynb",
             "03_rnn_attention.ipynb", "04_transformer.ipynb", "seq2seq.ipynb", "05_decoding.ipynb",
             "decoding.ipynb", "06_efficient_attention.ipynb", "reformer.ipynb", "07_pretraining.ipynb",
-            "pretraining.ipynb", "08_transfer_learning.ipynb", "transfer.ipynb", "10_distributed_training.ipynb"} <= names
+            "pretraining.ipynb", "08_transfer_learning.ipynb", "transfer.ipynb", "09_long_documents.ipynb",
+            "10_distributed_training.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -109,7 +110,7 @@ def test_setup_cell_installs_the_release_with_its_pins_and_only_the_extras_the_n
         "chapters/01_attention.ipynb": "[views]", "chapters/02_tokenization.ipynb": "[datasets,tokenizers]",
         "chapters/03_rnn_attention.ipynb": "[bleu,datasets]", "chapters/04_transformer.ipynb": "[datasets,views]",
         "chapters/07_pretraining.ipynb": "[views]", "chapters/08_transfer_learning.ipynb": "[transfer,views]",
-    }.get(notebook_header.repository_path(path, REPO), "")  # labs and chapters 5, 6 and 10: the core only
+    }.get(notebook_header.repository_path(path, REPO), "")  # labs and chapters 5, 6, 9 and 10: the core only
     assert args[0] == [sys.executable, "-m", "pip", "install", "--quiet",
                        "-c", f"https://raw.githubusercontent.com/{notebook_header.REPOSITORY}/{TAG}/constraints.txt",
                        f"course-lib{extras} @ git+{URL}@{TAG}"]
