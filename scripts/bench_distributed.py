@@ -53,7 +53,8 @@ def main() -> None:
 
     record = dict(
         command="python scripts/bench_distributed.py" + (" --quick" if args.quick else ""),
-        provisional=True,  # measured on the shared development machine; to be rerun on a quiet one
+        # other work already running (1-minute load ≥ half the cores before the start) spoils the timings
+        provisional=load_before["load_1min"] >= load_before["cores"] / 2,
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         machine=dict(cpu=cpu_name(), python=platform.python_version(), torch=torch.__version__),
         load_before=load_before, load_after=machine_load(), seconds=round(time.perf_counter() - started, 1),

@@ -128,7 +128,7 @@ def recorded_benchmark(path=BENCHMARK_RECORD) -> dict:
     ``median_seconds``, ``algbw_GBps``, ``busbw_GBps``), ``throughput`` (``model``, ``steps``,
     ``batch_size_per_process``, ``context``, ``rows`` of ``world_size``, ``global_batch_size``, ``tokens``,
     ``training_seconds``, ``tokens_per_second``, ``speedup``), ``machine``, ``load_before``, ``load_after``,
-    ``date``, ``command``, ``provisional`` (True: measured on a loaded machine)."""
+    ``date``, ``command``, ``provisional`` (True: the machine was loaded before the start, 1-minute load ≥ half the cores)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `python scripts/bench_distributed.py` to measure it")
