@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attention import merge_heads, scaled_dot_product_attention, split_heads
-from ..pretraining.encoder import HF_LAYER_NAMES, Encoder, EncoderConfig, EncoderOutput
+from ..pretraining.encoder import Encoder, EncoderConfig, EncoderOutput, copy_hf_weights, hf_encoder_names
 from ..pretraining.encoder_inputs import validate_encoder_inputs
 from .bigbird import bigbird_attention, bigbird_random_blocks
 
@@ -135,14 +135,6 @@ def bigbird_from_hf(hf_model) -> BigBirdEncoder:
         init_std=c.initializer_range)
     has_pooler = hf_model.pooler is not None
     ours = BigBirdEncoder(config, c.block_size, c.num_random_blocks, add_pooler=has_pooler)
-    names = {"word_embeddings": "embeddings.word_embeddings", "position_embeddings": "embeddings.position_embeddings",
-             "token_type_embeddings": "embeddings.token_type_embeddings", "embedding_norm": "embeddings.LayerNorm"}
-    names.update({f"layers.{i}.{mine}": f"encoder.layer.{i}.{theirs}"
-                  for i in range(config.num_layers) for mine, theirs in HF_LAYER_NAMES.items()})
-    if has_pooler:
-        names["pooler"] = "pooler"
-    state = hf_model.state_dict()
-    copied = {f"{mine}.{leaf}": state[f"{theirs}.{leaf}"] for mine, theirs in names.items()
-              for leaf in ("weight", "bias") if f"{theirs}.{leaf}" in state}
-    ours.load_state_dict(copied, strict=True)  # a missing or extra name is an error, never a silent init
+    names = hf_encoder_names(config.num_layers, pooler="pooler" if has_pooler else None)  # BigBird's is a Linear
+    ours.load_state_dict(copy_hf_weights(hf_model.state_dict(), names), strict=True)  # a missing or extra name is an error, never a silent init
     return ours.to(next(hf_model.parameters()).device).train(hf_model.training)

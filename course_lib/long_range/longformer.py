@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..attention.multi_head import merge_heads, split_heads
-from ..pretraining.encoder import Encoder, EncoderConfig, EncoderOutput
+from ..pretraining.encoder import Encoder, EncoderConfig, EncoderOutput, copy_hf_weights, hf_encoder_names
 from ..pretraining.encoder_inputs import roberta_position_ids, validate_encoder_inputs
 from ..seq2seq.layers import FeedForward
 from .sliding_window import global_rows, global_slots, local_attention, scatter_rows
@@ -198,15 +198,8 @@ def from_hf(hf_model) -> LongformerEncoder:
     state = hf_model.state_dict()
     if "embeddings.word_embeddings.weight" not in state:
         raise ValueError(f"{type(hf_model).__name__} is not a bare LongformerModel (pass model.longformer)")
-    names = {"word_embeddings": "embeddings.word_embeddings", "position_embeddings": "embeddings.position_embeddings",
-             "token_type_embeddings": "embeddings.token_type_embeddings", "embedding_norm": "embeddings.LayerNorm"}
-    names.update({f"layers.{i}.{ours}": f"encoder.layer.{i}.{theirs}"
-                  for i in range(config.num_layers) for ours, theirs in _LAYER_NAMES.items()})
     has_pooler = "pooler.dense.weight" in state
-    if has_pooler:
-        names["pooler"] = "pooler.dense"
-    copied = {f"{ours}.{leaf}": state[f"{theirs}.{leaf}"]
-              for ours, theirs in names.items() for leaf in ("weight", "bias") if f"{theirs}.{leaf}" in state}
+    names = hf_encoder_names(config.num_layers, _LAYER_NAMES, pooler="pooler.dense" if has_pooler else None)
     ours = LongformerEncoder(config, add_pooler=has_pooler)
-    ours.load_state_dict(copied, strict=True)  # a missing or extra name is an error here, never a silent init
+    ours.load_state_dict(copy_hf_weights(state, names), strict=True)  # a missing or extra name is an error here, never a silent init
     return ours.to(next(hf_model.parameters()).device).train(hf_model.training)

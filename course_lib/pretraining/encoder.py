@@ -37,7 +37,8 @@ from ..seq2seq.layers import TransformerEncoderLayer
 from .encoder_inputs import roberta_position_ids, validate_encoder_inputs
 
 __all__ = ["EncoderConfig", "EncoderOutput", "Encoder", "EncoderForMaskedLM", "MaskedLMHead", "attention_maps",
-           "bert_init", "config_from_hf", "from_hf", "load_minilm", "minilm_folder", "roberta_position_ids"]
+           "bert_init", "config_from_hf", "from_hf", "hf_encoder_names", "copy_hf_weights", "load_minilm",
+           "minilm_folder", "roberta_position_ids"]
 
 
 @dataclass
@@ -209,12 +210,33 @@ def attention_maps(model: Encoder | EncoderForMaskedLM, input_ids: torch.Tensor,
 
 # --- HF BERT/RoBERTa interchange --------------------------------------------------------------------
 
-HF_LAYER_NAMES = {  # ours (inside layers.i) ← HF (inside encoder.layer.i); public: BigBird reuses it
+HF_LAYER_NAMES = {  # ours (inside layers.i) ← HF (inside encoder.layer.i)
     "self_attn.q_proj": "attention.self.query", "self_attn.k_proj": "attention.self.key",
     "self_attn.v_proj": "attention.self.value", "self_attn.out_proj": "attention.output.dense",
     "norm1": "attention.output.LayerNorm", "ffn.linear1": "intermediate.dense", "ffn.linear2": "output.dense",
     "norm2": "output.LayerNorm",
 }
+
+
+def hf_encoder_names(num_layers: int, layer_names: dict = HF_LAYER_NAMES, pooler: str | None = None) -> dict:
+    """Our module names ← HF's for a BERT-layout encoder: embeddings, every layer (``layer_names``: inside
+    ``layers.i`` ← inside ``encoder.layer.i``) and the pooler when HF's module name for it is given. Shared by
+    this encoder and the long-range encoders (Longformer, BigBird), whose layouts differ only in attention."""
+    names = {"word_embeddings": "embeddings.word_embeddings", "position_embeddings": "embeddings.position_embeddings",
+             "token_type_embeddings": "embeddings.token_type_embeddings", "embedding_norm": "embeddings.LayerNorm"}
+    names.update({f"layers.{i}.{ours}": f"encoder.layer.{i}.{theirs}"
+                  for i in range(num_layers) for ours, theirs in layer_names.items()})
+    if pooler is not None:
+        names["pooler"] = pooler
+    return names
+
+
+def copy_hf_weights(state: dict, names: dict) -> dict:
+    """Our state dict from HF's ``state``: every ``weight`` and ``bias`` under each pair of ``names``."""
+    return {f"{ours}.{leaf}": state[f"{theirs}.{leaf}"]
+            for ours, theirs in names.items() for leaf in ("weight", "bias") if f"{theirs}.{leaf}" in state}
+
+
 _HEAD_NAMES = {  # ours (inside mlm_head) ← HF's MLM head, per model type
     "bert": {"dense": "cls.predictions.transform.dense", "norm": "cls.predictions.transform.LayerNorm",
              "bias": "cls.predictions.bias", "decoder": "cls.predictions.decoder"},
@@ -256,12 +278,7 @@ def from_hf(hf_model) -> Encoder | EncoderForMaskedLM:
         raise ValueError(f"{type(hf_model).__name__} has no {kind} embeddings: pass a {kind} model or its MLM model")
     masked_lm = f"{_HEAD_NAMES[kind]['bias']}" in state
     has_pooler = f"{prefix}pooler.dense.weight" in state
-    names = {"word_embeddings": "embeddings.word_embeddings", "position_embeddings": "embeddings.position_embeddings",
-             "token_type_embeddings": "embeddings.token_type_embeddings", "embedding_norm": "embeddings.LayerNorm"}
-    names.update({f"layers.{i}.{ours}": f"encoder.layer.{i}.{theirs}"
-                  for i in range(config.num_layers) for ours, theirs in HF_LAYER_NAMES.items()})
-    if has_pooler:
-        names["pooler"] = "pooler.dense"
+    names = hf_encoder_names(config.num_layers, pooler="pooler.dense" if has_pooler else None)
     names = {ours: prefix + theirs for ours, theirs in names.items()}
     if masked_lm:
         head = _HEAD_NAMES[kind]
@@ -271,11 +288,7 @@ def from_hf(hf_model) -> Encoder | EncoderForMaskedLM:
             raise ValueError("this model's MLM decoder is not tied to its word embeddings; ours always is")
         names = {("encoder." + k if not k.startswith("mlm_head") else k): v for k, v in names.items()}
     ours = EncoderForMaskedLM(config) if masked_lm else Encoder(config, add_pooler=has_pooler)
-    copied = {}
-    for our_name, their_name in names.items():
-        for leaf in ("weight", "bias"):
-            if f"{their_name}.{leaf}" in state:
-                copied[f"{our_name}.{leaf}"] = state[f"{their_name}.{leaf}"]
+    copied = copy_hf_weights(state, names)
     if masked_lm:
         copied["mlm_head.bias"] = state[_HEAD_NAMES[kind]["bias"]]
         copied["mlm_head.decoder.weight"] = copied["encoder.word_embeddings.weight"]  # the tie, kept
