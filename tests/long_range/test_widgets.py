@@ -78,10 +78,7 @@ def test_bigbirds_settings_count_the_scores_bigbird_computes(num_blocks, block_s
 
 def test_bigbirds_settings_are_the_library_bigbird_block_layout():
     pattern = block_sparse_pattern(64, 4, 1, 2, 3, seed=2)
-    try:
-        layout = bigbird_block_layout(16, pattern.random_plan[1:-1])
-    except NotImplementedError:
-        pytest.skip("bigbird_block_layout is not implemented on this branch yet (p16-bigbird)")
+    layout = bigbird_block_layout(16, pattern.random_plan[1:-1])
     assert torch.equal(pattern.block_layout, layout)
     assert torch.equal(pattern.allowed, layout.repeat_interleave(4, 0).repeat_interleave(4, 1))
 
