@@ -25,13 +25,13 @@ import textwrap
 from collections.abc import Callable, Sequence
 
 import ipywidgets as widgets
-import matplotlib.patches as matplotlib_patches
 import torch
 from matplotlib.figure import Figure
 
 from ..attention.masks import causal_mask
 from ..tokenization.widgets import readable_token
 from ..viz import Explorer, message_figure
+from ..viz.plots import draw_boxes
 from .masking import IGNORE_INDEX, mask_tokens
 
 __all__ = [
@@ -60,10 +60,7 @@ def plot_pretrain_adapt() -> Figure:
         (3.2, 0.2, 2.0, 1.1, "the same body,\npretrained weights", "#c6dbef"),
         (5.9, 0.2, 2.0, 1.1, "task head (new):\na tag per token", "#c7e9c0"),
     ]
-    for x, y, width, height, text, colour in boxes:
-        ax.add_patch(matplotlib_patches.FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.05",
-                                                       facecolor=colour, edgecolor="0.4"))
-        ax.text(x + width / 2, y + height / 2, text, ha="center", va="center", fontsize=8.5)
+    draw_boxes(ax, boxes, fontsize=8.5)
     arrow = {"arrowstyle": "->", "color": "0.3", "lw": 1.3}
     for y in (2.35, 0.75):
         ax.annotate("", (3.15, y), (2.55, y), arrowprops=arrow)

@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import ipywidgets as widgets
-import matplotlib.patches as matplotlib_patches
 import torch
 from matplotlib.figure import Figure
 
 from ..viz import Explorer, message_figure
+from ..viz.plots import draw_boxes
 from .datasets import SST2_LABELS
 from .heads import EncoderForSequenceClassification
 
@@ -46,10 +46,7 @@ def plot_adaptation_map() -> Figure:
         (5.6, 1.15, 2.1, 0.8, "every other layer:\na smaller student", "#fdd0a2"),
         (5.6, 0.15, 2.1, 0.8, "+ decoder with new\ncross-attention", "#fdd0a2"),
     ]
-    for x, y, width, height, text, colour in boxes:
-        ax.add_patch(matplotlib_patches.FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.05",
-                                                       facecolor=colour, edgecolor="0.4"))
-        ax.text(x + width / 2, y + height / 2, text, ha="center", va="center", fontsize=8.2)
+    draw_boxes(ax, boxes, fontsize=8.2)
     arrow = {"arrowstyle": "->", "color": "0.3", "lw": 1.2}
     ax.annotate("", (2.75, 2.1), (2.25, 2.1), arrowprops=arrow)
     for y in (3.55, 2.55, 1.55, 0.55):

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["plot_attention", "plot_heads", "plot_positional_encoding"]
+__all__ = ["draw_boxes", "plot_attention", "plot_heads", "plot_positional_encoding"]
 
 ANNOTATE_UP_TO = 10  # annotate="auto" writes the numbers into cells when both sides are this short
 MAX_INDEX_TICKS = 20  # without labels, longer axes get matplotlib's automatic (sparser) ticks
@@ -198,3 +198,13 @@ def plot_positional_encoding(table, *, ax: Axes | None = None, title: str | None
     ax.set_title(title or f"positional encoding, {matrix.shape[0]} positions x {matrix.shape[1]} features")
     ax.figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
     return ax
+
+
+def draw_boxes(ax: Axes, boxes: Sequence[tuple], fontsize: float = 8.5) -> None:
+    """Rounded, labelled boxes for the chapters' diagrams: each ``(x, y, width, height, text, colour)``."""
+    from matplotlib.patches import FancyBboxPatch
+
+    for x, y, width, height, text, colour in boxes:
+        ax.add_patch(FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.05", facecolor=colour,
+                                    edgecolor="0.4"))
+        ax.text(x + width / 2, y + height / 2, text, ha="center", va="center", fontsize=fontsize)
