@@ -23,7 +23,7 @@ Steps:
 
 Under torchrun or ``accelerate launch`` the same script runs as N processes: torch's DistributedDataParallel,
 each rank a different slice of one global batch, rank 0 alone writing. ``--state``/``--resume`` stop and
-continue a run. The loop is :func:`course_lib.distributed.trainer.train`. Fixed seeds; ``--threads``
+continue a run (``--state-every K`` also writes the state every K steps, against crashes). The loop is :func:`course_lib.distributed.trainer.train`. Fixed seeds; ``--threads``
 defaults to 1 per process (on a 2-core machine shared with other work, 2 threads measured slower per step).
 """
 from __future__ import annotations
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-file", type=Path, help="rank 0 appends its printed lines to this file")
     parser.add_argument("--record", type=Path, help="rank 0 writes the training record here as JSON")
     parser.add_argument("--state", type=Path, help="write the resumable training state here at the end")
+    parser.add_argument("--state-every", type=int, help="also write --state every this many steps (a crash then "
+                        "loses at most that many)")
     parser.add_argument("--resume", type=Path, help="continue from a state written by --state")
     parser.add_argument("--sample-tokens", type=int, default=80, help="length of the final sample (0: none)")
     return parser
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
                         batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, model=args.model,
                         vocab_size=args.vocab_size, corpus_chars=args.corpus_chars, seed=args.seed,
                         threads=args.threads, out_dir=args.out, name=args.name, dry_run=args.dry_run,
-                        log=args.log_file, record=args.record, state=args.state, resume=args.resume,
+                        log=args.log_file, record=args.record, state=args.state, state_every=args.state_every,
+                        resume=args.resume,
                         sample_tokens=args.sample_tokens))
 
 

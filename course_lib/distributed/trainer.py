@@ -14,7 +14,7 @@
   follows the step, so 2N steps equal N steps + resume + N steps exactly (tested under 1 and 2 processes); with a
   wall-clock budget the schedule follows time and a resumed run is only close.
 
-Not covered: data parallelism from scratch, sharded optimizer state, mixed precision, periodic state saving.
+Not covered: data parallelism from scratch, sharded optimizer state, mixed precision.
 """
 from __future__ import annotations
 
@@ -67,6 +67,7 @@ class TrainSettings:
     log: Path | None = None  # rank 0 appends every printed line here
     record: Path | None = None  # rank 0 writes the training record here as JSON
     state: Path | None = None  # the resumable state is written here at the end
+    state_every: int | None = None  # and every this many steps too, so a crash loses at most that many
     resume: Path | None = None  # a state to start from
     sample_tokens: int = 80  # rank 0 prints a sample of this many tokens at the end
     final_eval_windows: int = 10_000  # windows of the final validation loss (the whole validation part)
@@ -78,6 +79,9 @@ class TrainSettings:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.state_every is not None and (self.state_every < 1 or self.state is None):
+            raise ValueError(f"state_every must be at least 1 and needs a state file to write (--state), "
+                             f"got state_every={self.state_every}, state={self.state}")
 
 
 class Corpus(NamedTuple):
@@ -246,6 +250,13 @@ def _train(settings: TrainSettings, rank: int, world_size: int, device: torch.de
             history.append((step, round(elapsed, 1), round(loss.item(), 4), round(val, 4)))
             log(f"{elapsed / 60:5.1f} min  step {step:5d}  train loss {loss.item():.3f}  val loss {val:.3f}  "
                 f"({tokens / max(elapsed - eval_seconds, 1e-9):,.0f} tokens/s)")
+        if settings.state_every and step % settings.state_every == 0 and step not in (settings.steps,
+                                                                                      settings.stop_after):
+            # A periodic state (the last step's is written after the loop): a resumed run goes on from here.
+            progress = dict(step=step, tokens=tokens, elapsed=time.perf_counter() - start, eval_seconds=eval_seconds,
+                            history=history, settings=resumable)
+            save_state(settings.state, core, optimizer, generator, progress, rank, world_size, device)
+            log(f"wrote the resumable state at step {step} to {settings.state}")
     seconds = time.perf_counter() - start
     progress = dict(step=step, tokens=tokens, elapsed=seconds, eval_seconds=eval_seconds, history=history,
                     settings=resumable)

@@ -3,10 +3,12 @@
 Full-precision weights, the optimizer's state, the run's progress (step, tokens, elapsed time, history, settings),
 the data generator (the same on every rank) and *every rank's* RNG state (dropout masks differ per rank), gathered
 to rank 0, which alone writes. A state resumes only with the same number of processes: each rank's data slice and
-RNG stream depend on it. Not covered: sharded (per-rank) checkpoints, optimizer state for ZeRO, periodic saving.
+RNG stream depend on it. The file is written whole or not at all (a temporary file, then renamed), so a run
+killed while saving keeps its previous state. Not covered: sharded (per-rank) checkpoints, optimizer state for ZeRO.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -34,10 +36,13 @@ def save_state(path: Path, model: GPT, optimizer: torch.optim.Optimizer, generat
     else:
         rng_states = [_rng_state(device)]
     if rank == 0:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress,
                     "data_generator": generator.get_state(), "rng_states": rng_states, "world_size": world_size},
-                   path)
+                   partial)
+        os.replace(partial, path)  # atomic: a run killed while saving leaves the previous state whole
     if world_size > 1:
         dist.barrier()  # the file is complete before any rank goes on (and may read it, e.g. to resume)
 

@@ -98,6 +98,47 @@ def test_resume_in_one_process_equals_an_uninterrupted_run(tmp_path, one_thread)
         train(tiny(tmp_path, resume=tmp_path / "half.pt", lr=1e-3))
 
 
+def test_periodic_states_resume_as_an_uninterrupted_run(tmp_path, one_thread, monkeypatch):
+    # --state-every 2 over 6 steps writes the state at steps 2 and 4 and (the end) 6; a run that died after
+    # step 4 resumes from the file as it was then and ends where the uninterrupted run ends, bit for bit.
+    from course_lib.distributed import trainer as trainer_module
+    written = []
+
+    def save_and_keep_a_copy(path, *args, **kwargs):
+        save_state(path, *args, **kwargs)
+        step = torch.load(path, weights_only=True)["progress"]["step"]
+        written.append(step)
+        shutil.copy(path, tmp_path / f"at{step}.pt")
+
+    monkeypatch.setattr(trainer_module, "save_state", save_and_keep_a_copy)
+    train(tiny(tmp_path, state=tmp_path / "periodic.pt", state_every=2))
+    assert written == [2, 4, STEPS]
+    train(tiny(tmp_path, resume=tmp_path / "at4.pt", state=tmp_path / "resumed.pt"))
+    assert_states_equal(tmp_path / "periodic.pt", tmp_path / "resumed.pt")
+    with pytest.raises(ValueError, match="needs a state file"):
+        tiny(tmp_path, state_every=2)
+    with pytest.raises(ValueError, match="state_every must be at least 1"):
+        tiny(tmp_path, state=tmp_path / "s.pt", state_every=0)
+
+
+def test_a_save_that_dies_midway_leaves_the_previous_state_whole(tmp_path, monkeypatch):
+    from course_lib.distributed import training_state
+    model = GPT(GPTConfig(vocab_size=50, context_length=8, dim=8, num_layers=1, num_heads=2))
+    optimizer, generator = torch.optim.AdamW(model.parameters()), torch.Generator()
+    path, cpu = tmp_path / "state.pt", torch.device("cpu")
+    save_state(path, model, optimizer, generator, {"step": 1}, 0, 1, cpu)
+    real_save = torch.save
+
+    def killed_while_writing(obj, target):
+        real_save({"half": "written"}, target)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training_state.torch, "save", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        save_state(path, model, optimizer, generator, {"step": 2}, 0, 1, cpu)
+    assert load_state(path, model, optimizer, generator, 0, 1, cpu)["step"] == 1
+
+
 def test_a_state_resumes_only_with_the_same_number_of_processes(tmp_path):
     model = GPT(GPTConfig(vocab_size=50, context_length=8, dim=8, num_layers=1, num_heads=2))
     optimizer, generator = torch.optim.AdamW(model.parameters()), torch.Generator()
