@@ -205,7 +205,8 @@ def _stop_then_resume(directory) -> dict:
 def test_torchrun_two_processes_rank_zero_writes_and_resume_is_exact(tmp_path):
     out = tmp_path / "out"
     whole = _launch(TORCHRUN, ["--steps", str(STEPS), "--out", str(out), "--log-file", str(tmp_path / "run.log"),
-                               "--record", str(tmp_path / "record.json"), "--state", str(tmp_path / "whole.pt")],
+                               "--record", str(tmp_path / "record.json"), "--state", str(tmp_path / "whole.pt"),
+                               "--state-every", "2"],  # periodic saves on 2 ranks must not change the run
                     tmp_path)
     record = json.loads((tmp_path / "record.json").read_text())
     assert (record["world_size"], record["global_batch_size"], record["backend"]) == (2, 4, "gloo")
@@ -217,6 +218,7 @@ def test_torchrun_two_processes_rank_zero_writes_and_resume_is_exact(tmp_path):
     for text in (whole.stdout, log):  # one rank printed and logged: each line once, not once per rank
         assert text.count("model: ") == 1 and text.count(f"trained {STEPS} steps") == 1, text
     assert "2 process(es) on cpu; 2 windows per process, global batch 4" in log
+    assert [log.count(f"wrote the resumable state at step {k} ") for k in (2, 4, STEPS)] == [1, 1, 1]
 
     # Stopped at HALF and resumed, on 2 processes started by spawn (one start-up for both runs): the same end,
     # bit for bit, as torchrun's uninterrupted run.
