@@ -71,30 +71,26 @@ class SimulatedGroup:
         self.rank, self.world_size, self._world = rank, world_size, world
         self.log: list[Call] = []
 
-    def _collective(self, call: Call, tensor: torch.Tensor) -> list[torch.Tensor]:
-        tensors = self._world.meet(self.rank, len(self.log), call, tensor)
+    def _collective(self, call: Call, tensor: torch.Tensor, combine: Callable) -> None:
+        """Meet the other ranks, compute ``combine(every rank's tensor, flat)``, wait until every rank has read
+        every tensor, then overwrite this rank's own in place."""
+        tensors = [t.detach().reshape(-1) for t in self._world.meet(self.rank, len(self.log), call, tensor)]
         self.log.append(call)
-        return tensors
+        value = combine([t.to(tensor.device) for t in tensors]).clone()
+        self._world.barrier.wait()
+        with torch.no_grad():
+            tensor.copy_(value.view(tensor.shape))
 
     def all_reduce(self, tensor: torch.Tensor) -> None:
-        """In place: ``tensor`` becomes the SUM of every rank's ``tensor`` (``dist.all_reduce``)."""
-        tensors = self._collective(Call("all_reduce", tensor.numel(), None), tensor)
-        total = tensors[0].detach().reshape(-1).clone()
-        for other in tensors[1:]:  # in rank order on every rank: bit-equal results
-            total += other.detach().reshape(-1).to(total.device)
-        self._world.barrier.wait()  # everyone has read every tensor before anyone overwrites its own
-        with torch.no_grad():
-            tensor.copy_(total.view(tensor.shape))
+        """In place: ``tensor`` becomes the SUM of every rank's ``tensor`` (``dist.all_reduce``), added in rank
+        order on every rank, so all ranks get the same bits."""
+        self._collective(Call("all_reduce", tensor.numel(), None), tensor, lambda ts: sum(ts[1:], ts[0].clone()))
 
     def broadcast(self, tensor: torch.Tensor, src: int) -> None:
         """In place: ``tensor`` becomes rank ``src``'s ``tensor`` (``dist.broadcast``)."""
         if not 0 <= src < self.world_size:
             raise ValueError(f"broadcast from src {src}: the ranks are 0 .. {self.world_size - 1}")
-        tensors = self._collective(Call("broadcast", tensor.numel(), int(src)), tensor)
-        value = tensors[src].detach().reshape(-1).clone()
-        self._world.barrier.wait()
-        with torch.no_grad():
-            tensor.copy_(value.view(tensor.shape).to(tensor.device))
+        self._collective(Call("broadcast", tensor.numel(), int(src)), tensor, lambda ts: ts[src])
 
     def __repr__(self) -> str:
         return f"SimulatedGroup(rank={self.rank}, world_size={self.world_size})"
