@@ -10,6 +10,8 @@
 * :mod:`.trainer` — the course GPT's training loop (``scripts/train_gpt.py``) on one process or under torchrun /
   ``accelerate launch``: torch's DDP, each rank a slice of one global batch, rank 0 alone writing, exact resuming.
 * :mod:`.benchmark` — all-reduce time against tensor size, and training throughput for 1 and N processes.
+* :mod:`.simulated` — ranks as threads of one process with ``all_reduce`` and ``broadcast`` (``run_ranks``), and
+  the same interface over ``torch.distributed`` (``TorchGroup``): what lab 10 grades its collective functions on.
 * :mod:`.widgets` — the chapter's pictures: the ring all-reduce step by step and its cost model, who holds what
   under data, tensor and pipeline parallelism (GPipe's schedule), memory per rank under ZeRO stages 1-3.
 * :mod:`.workers` — the equality runs the tests launch (``torchrun -m course_lib.distributed.workers``) and

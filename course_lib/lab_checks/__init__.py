@@ -8,8 +8,8 @@
   a rubric makes of a set of submissions, graded in-process (``scripts/fixture_table.py``).
 * One per lab, named after its topic, numbered by its chapter: :mod:`.attention` (lab 01),
   :mod:`.tokenization` (lab 02), :mod:`.seq2seq` (lab 04), :mod:`.decoding` (lab 05), :mod:`.reformer`
-  (lab 06), :mod:`.pretraining` (lab 07), :mod:`.transfer` (lab 08), :mod:`.long_range` (lab 09). Each exposes the lab's ``RUBRIC`` and ``REFERENCES``. One rule for
-  size: a lab whose checks fit one short module is that module; the others (all eight today) are a package whose
+  (lab 06), :mod:`.pretraining` (lab 07), :mod:`.transfer` (lab 08), :mod:`.long_range` (lab 09), :mod:`.distributed` (lab 10). Each exposes the lab's ``RUBRIC`` and ``REFERENCES``. One rule for
+  size: a lab whose checks fit one short module is that module; the others (all nine today) are a package whose
   ``__init__`` holds the rubric and whose modules are the lab's parts (e.g. :mod:`.decoding.sampling`,
   :mod:`.decoding.beam_search`), with ``references.py`` where the references and inputs are many.
 

@@ -7,7 +7,9 @@ implementation of every function a lab asks for, nor the grading modules
 folder listings, imports of modules not yet loaded). Two things are allowed, with everything they
 call: the lab's locked set-up cell (the imports and helpers the lab gives), and the references
 the sandbox defines for the lab's *other* functions (``RUBRIC.helpers``), which the student's
-functions may call. A part that breaks the policy scores 0, whatever its results, with a message
+functions may call. A lab's *runners* (its checks module's ``RUNNERS``: the distributed lab's
+``run_ranks_logged``, which calls a student's function once per simulated rank) are allowed too, with
+everything their module defines (the simulated group whose methods the student's code calls). A part that breaks the policy scores 0, whatever its results, with a message
 that names what was used::
 
     your scaled_dot_product_attention calls course_lib's own implementation
@@ -99,6 +101,25 @@ class Guard:
             if code is not None:
                 self.allowed.add(id(code))
                 self._keep.append(code)
+
+    def allow_modules_of(self, runners: dict) -> None:
+        """A lab's runners (trusted drivers that call a student's function, e.g. once per simulated rank) and
+        everything their modules define, methods included: the objects they hand the student's code (a
+        simulated process group) are called from student frames and from the runners' own threads."""
+        import inspect
+
+        for runner in runners.values():
+            module = sys.modules.get(getattr(runner, "__module__", None) or "")
+            if module is None:
+                continue
+            for value in vars(module).values():
+                members = vars(value).values() if isinstance(value, type) else (value,)
+                for member in members:
+                    member = getattr(member, "__func__", member)  # staticmethod, classmethod
+                    if inspect.isfunction(member) and member.__module__ == module.__name__:
+                        for code in _code_objects(member.__code__):
+                            self.allowed.add(id(code))
+                            self._keep.append(code)
 
     def label(self, filename: str) -> str | None:
         """What a code object's file belongs to (``None``: neither course_lib nor the grader)."""

@@ -45,6 +45,7 @@ LABS: tuple[Lab, ...] = (
     Lab("pretraining", 7),
     Lab("transfer", 8),
     Lab("long_range", 9),
+    Lab("distributed", 10),
 )
 
 

@@ -58,6 +58,7 @@ SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
 
 _libc = ctypes.CDLL(None, use_errno=True)
 REFERENCES: dict = {}  # the zygote's lab's RUBRIC.references (name -> the course's implementation)
+RUNNERS: dict = {}  # the lab's RUNNERS, if it has any (name -> runner(function, *args): e.g. run it on N ranks)
 
 
 def _loopback_up() -> bool:
@@ -177,7 +178,8 @@ def _child(fd: int, config: dict, number: int, device: str) -> None:
             if device == "exec":
                 sandbox_command.run_command(sock, config["limits"]["message_bytes"], workdir)
             else:
-                sandbox_part.serve(sock, config["limits"]["message_bytes"], device, REFERENCES, config["guarded"])
+                sandbox_part.serve(sock, config["limits"]["message_bytes"], device, REFERENCES, config["guarded"],
+                                   RUNNERS)
         finally:
             os._exit(0)
     send(sock, {"init_pid": init, "isolation": isolation, "warnings": warnings})
@@ -191,7 +193,9 @@ def _load_references(module_name: str) -> None:
     the checks' modules leave ``sys.modules`` (their folder is hidden in every child), so ``import
     course_lib.lab_checks...`` fails in the sandbox as it did before anything was loaded. (The reference
     functions, which the course's library also holds, stay reachable through their own attributes.)"""
-    REFERENCES.update(importlib.import_module(module_name).RUBRIC.references)
+    module = importlib.import_module(module_name)
+    REFERENCES.update(module.RUBRIC.references)
+    RUNNERS.update(getattr(module, "RUNNERS", {}))  # trusted drivers a check may run a student function under
     package = module_name.rsplit(".", 1)[0]  # course_lib.lab_checks
     for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
         del sys.modules[name]

@@ -7,7 +7,8 @@ unprivileged, hands it to :func:`serve`, which
   lab's other functions (``RUBRIC.helpers``), then the student's cells one by one (compiled as
   ``<student code>``), telling the parent which cell runs (``{"loading": i}``) so that a cell
   that hangs or crashes at import is known by the grader;
-* answers each call of a student function with its result and, when the function changed its
+* answers each call of a student function (or of one of the lab's trusted runners on it, e.g. the
+  distributed lab's run on N simulated ranks, ``SandboxedFunction.run_with``) with its result and, when the function changed its
   arguments in place (``x.mul_(2)``, ``ids.append(...)``), with the arguments as it left them,
   which the parent copies back onto the caller's own values (:func:`~course_grader.protocol.copy_into`);
 * watches both under the reference policy (:class:`~course_grader.reference_policy.Guard`): every
@@ -19,6 +20,7 @@ Not covered: isolation and limits (:mod:`~course_grader.sandbox_child`), the par
 from __future__ import annotations
 
 import builtins
+import functools
 import socket
 import sys
 
@@ -83,11 +85,19 @@ def _load(sock: socket.socket, header: dict, guard: Guard, references: dict, dev
     return namespace
 
 
-def _call(header: dict, arrays: list, namespace: dict, guard: Guard, device: str) -> tuple[dict, list]:
-    """One call: the reply and its arrays (the result, then the arguments if the function changed them)."""
+def _call(header: dict, arrays: list, namespace: dict, guard: Guard, device: str,
+          runners: dict | None = None) -> tuple[dict, list]:
+    """One call: the reply and its arrays (the result, then the arguments if the function changed them).
+    With ``"runner"`` in the header, the call is ``runner(student_function, *args)``: a lab's trusted driver
+    (e.g. the distributed lab's ``run_ranks``, which calls the function once per simulated rank)."""
     args = decode(header["args"], arrays, device)
     kwargs = {k: decode(v, arrays, device) for k, v in header["kwargs"].items()}
     function = namespace[header["name"]]
+    if header.get("runner") is not None:
+        runner = (runners or {}).get(header["runner"])
+        if runner is None:
+            raise LookupError(f"the sandbox holds no runner {safe_text(str(header['runner']), 100)}")
+        function = functools.partial(runner, function)
     guard.watch(f"your {header['name']}")
     try:
         result = function(*args, **kwargs)
@@ -102,11 +112,14 @@ def _call(header: dict, arrays: list, namespace: dict, guard: Guard, device: str
     return reply, out
 
 
-def serve(sock: socket.socket, max_bytes: int, device: str, references: dict, roots: dict[str, str]) -> None:
+def serve(sock: socket.socket, max_bytes: int, device: str, references: dict, roots: dict[str, str],
+          runners: dict | None = None) -> None:
     """Load the part, then answer calls until the parent hangs up. Errors are replies, never the end:
-    SystemExit and KeyboardInterrupt too."""
+    SystemExit and KeyboardInterrupt too. ``runners``: the lab's trusted drivers (their modules' code is
+    allowed by the reference policy, like the set-up's)."""
     guard = Guard(roots)
     guard.install()
+    guard.allow_modules_of(runners or {})
     _forget_grader_modules()
     header, _ = recv(sock, max_bytes)
     namespace, out = {}, []
@@ -119,6 +132,7 @@ def serve(sock: socket.socket, max_bytes: int, device: str, references: dict, ro
         send(sock, {**reply, "violation": violation} if violation else reply, out)
         header, arrays = recv(sock, max_bytes)
         try:
-            reply, out = ({}, []) if header.get("op") == "status" else _call(header, arrays, namespace, guard, device)
+            reply, out = ({}, []) if header.get("op") == "status" else _call(header, arrays, namespace, guard, device,
+                                                                                            runners)
         except BaseException as error:
             reply, out = _error(error), []

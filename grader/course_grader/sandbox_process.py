@@ -173,7 +173,7 @@ class Part(SandboxProcess):
         """A callable that runs the student's ``name`` in the sandbox."""
         return SandboxedFunction(self, name)
 
-    def call(self, name: str, args: tuple, kwargs: dict):
+    def call(self, name: str, args: tuple, kwargs: dict, runner: str | None = None):
         if self.load_error is not None:
             raise self.load_error
         devices = [a.device for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
@@ -183,7 +183,7 @@ class Part(SandboxProcess):
             devices = [get_device()]
         arrays: list = []
         spec = {"args": encode(list(args), arrays), "kwargs": {k: encode(v, arrays) for k, v in kwargs.items()}}
-        self._send({"op": "call", "name": name, **spec}, arrays)
+        self._send({"op": "call", "name": name, **spec, **({"runner": runner} if runner else {})}, arrays)
         reply = self._reply()
         if "error" in reply:
             raise rebuild_exception(reply.get("error"), reply.get("message"))
@@ -218,6 +218,11 @@ class SandboxedFunction:
 
     def __call__(self, *args, **kwargs):
         return self._part.call(self.__name__, args, kwargs)
+
+    def run_with(self, runner: str, *args, **kwargs):
+        """``runner(this function, *args, **kwargs)`` in the sandbox: one of the lab's trusted drivers
+        (``RUNNERS`` of its checks' module), e.g. the distributed lab's run on N simulated ranks."""
+        return self._part.call(self.__name__, args, kwargs, runner=runner)
 
     def __repr__(self) -> str:
         return f"<sandboxed {self.__name__}>"

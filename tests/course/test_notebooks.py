@@ -30,7 +30,7 @@ def test_the_course_has_its_notebooks():
             "03_rnn_attention.ipynb", "04_transformer.ipynb", "seq2seq.ipynb", "05_decoding.ipynb",
             "decoding.ipynb", "06_efficient_attention.ipynb", "reformer.ipynb", "07_pretraining.ipynb",
             "pretraining.ipynb", "08_transfer_learning.ipynb", "transfer.ipynb", "09_long_documents.ipynb",
-            "10_distributed_training.ipynb"} <= names
+            "10_distributed_training.ipynb", "distributed.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)

@@ -226,3 +226,30 @@ def test_honest_code_that_uses_torch_threads_processes_and_its_own_helpers_is_le
         result, point = part.function("f")(torch.zeros(2, 3))
         assert torch.allclose(result, torch.full((2, 3), 1 / 3)) and point == (1, 2)
         assert part.policy_violation() is None
+
+
+def test_a_labs_runner_drives_the_students_function_in_the_sandbox_and_only_the_runner_is_allowed():
+    """The distributed lab's ``RUNNERS``: run_ranks_logged calls the student's function once per simulated rank
+    inside the sandbox; the simulated group's code is the runner's (allowed), while the student's own use of
+    course_lib inside a rank is still a violation, and an unknown runner is refused."""
+    from course_lib.lab_checks import distributed as distributed_checks
+
+    setup = "import torch\nfrom course_lib.distributed.simulated import run_ranks\n"
+    honest = ("def average_gradients(grads, group):\n    out = []\n    for g in grads:\n        t = g.clone()\n"
+              "        group.all_reduce(t)\n        out.append(t / group.world_size)\n    return out\n")
+    borrows = ("import course_lib.distributed.data_parallel as dp\n"
+               "def average_gradients(grads, group):\n    dp.gradient_buckets(grads, 1.0)\n"
+               "    out = [g.clone() for g in grads]\n    [group.all_reduce(t) for t in out]\n"
+               "    return [t / group.world_size for t in out]\n")
+    per_rank = [([torch.ones(2)],), ([3 * torch.ones(2)],)]
+    with Sandbox(Limits(wall_seconds=20), rubric=distributed_checks.__name__) as sandbox:
+        with sandbox.run(honest, ["average_gradients"], setup=setup) as part:
+            results = part.function("average_gradients").run_with("ranks", 2, per_rank, group_at=1)
+            assert [torch.equal(result[0][0], 2 * torch.ones(2)) for result in results] == [True, True]
+            assert [result[1] for result in results] == [[("all_reduce", 2, None)]] * 2
+            assert part.policy_violation() is None
+            with pytest.raises(LookupError, match="no runner nope"):
+                part.function("average_gradients").run_with("nope", 2, per_rank)
+        with sandbox.run(borrows, ["average_gradients"], setup=setup) as part:
+            part.function("average_gradients").run_with("ranks", 2, per_rank, group_at=1)
+            assert "calls course_lib's own implementation" in part.policy_violation()

@@ -40,6 +40,7 @@ FEEDBACK_SAMPLES = {
     "pretraining": ("shift_applied_twice", "shift_labels does the shift"),
     "transfer": ("kl_wrong_direction", "the teacher's distribution is the target"),
     "long_range": ("two_mistakes", "multiply both by exp(old max − new max)"),  # also covers test_window: one kernel less
+    "distributed": ("two_mistakes", "in the all-gather the chunks are already the full sums"),  # and test_average
 }
 
 
