@@ -1,9 +1,9 @@
 """course_lib.distributed.simulated: ranks as threads with the collectives of torch.distributed, and TorchGroup.
 
-The library's averaging and ZeRO step (its bucket and partition rules), written against a group, run through run_ranks equal
-one process's averages and step, bit-equal on every rank; a broken program (a rank that raises, collectives that
-differ in op, size, source or number, a rank that never arrives) ends with an error naming the rank, never a
-hang; and one real run of 2 gloo processes (forked: no re-import of torch) gives what run_ranks gives.
+Lab 10's reference averaging and ZeRO step (the library's bucket and partition rules, against a group), run through
+run_ranks, equal one process's averages and step, bit-equal on every rank; a broken program (a rank that raises,
+collectives that differ in op, size, source or number, a rank that never arrives) ends with an error naming the
+rank, never a hang; and one real run of 2 gloo processes (forked: no re-import of torch) gives what run_ranks gives.
 """
 from __future__ import annotations
 
@@ -12,48 +12,22 @@ import time
 import pytest
 import torch
 
-from course_lib.distributed.data_parallel import gradient_buckets
 from course_lib.distributed.launch import setup_process_group, spawn
 from course_lib.distributed.simulated import CollectiveMismatch, SimulatedGroup, TorchGroup, run_ranks, run_ranks_logged
 from course_lib.distributed.zero import partition_parameters
-
-
-# What the library does with torch.distributed on a model, written against a group (the distributed lab's shape).
-def average_gradients(grads, group):
-    averaged = []
-    for grad in grads:
-        total = grad.clone()
-        group.all_reduce(total)
-        averaged.append(total / group.world_size)
-    return averaged
-
-
-def average_gradients_bucketed(grads, group, bucket_bytes):
-    averaged = {}
-    for bucket in gradient_buckets([g.clone() for g in grads][::-1], bucket_bytes / 2**20):  # the library's rule
-        flat = torch.cat([g.reshape(-1) for g in bucket])
-        group.all_reduce(flat)
-        for tensor, piece in zip(bucket, (flat / group.world_size).split([g.numel() for g in bucket])):
-            averaged[id(tensor)] = piece.view_as(tensor)
-    return list(averaged.values())[::-1]  # the buckets were filled last to first
-
-
-def sharded_sgd_step(params, grads, momentum, group, lr, beta):
-    index = {id(p): i for i, p in enumerate(params)}
-    shards = [[index[id(p)] for p in shard] for shard in partition_parameters(params, group.world_size)]
-    new_params, new_momentum = [p.clone() for p in params], {}
-    for i in shards[group.rank]:
-        new_momentum[i] = beta * momentum[i] + grads[i]
-        new_params[i] = params[i] - lr * new_momentum[i]
-    for owner, shard in enumerate(shards):
-        for i in shard:
-            group.broadcast(new_params[i], src=owner)
-    return new_params, new_momentum
+# The group-based averaging and ZeRO step are lab 10's references (the library's bucket and partition rules):
+# pinned here to one process and to real gloo processes, so the lab grades against functions that are.
+from course_lib.lab_checks.distributed.averaging import (
+    reference_average_gradients as average_gradients,
+    reference_average_gradients_bucketed as average_gradients_bucketed,
+)
+from course_lib.lab_checks.distributed.zero import reference_sharded_sgd_step as sharded_sgd_step
 
 
 def _per_rank_gradients(world_size: int, seed: int = 0) -> list[list[torch.Tensor]]:
     generator = torch.Generator().manual_seed(seed)
-    return [[torch.randn(3, 2, generator=generator), torch.randn(5, generator=generator), torch.randn(1, generator=generator)]
+    return [[torch.randn(3, 2, generator=generator), torch.randn(5, generator=generator),
+             torch.randn(1, generator=generator)]
             for _ in range(world_size)]
 
 
@@ -88,7 +62,8 @@ def test_broadcast_copies_the_source_and_the_sharded_step_equals_the_full_step()
 
     assert all(torch.equal(t, torch.full((2,), 2.0)) for t in run_ranks(broadcast_rank_value, 3))
     generator = torch.Generator().manual_seed(1)
-    params = [torch.randn(4, generator=generator), torch.randn(2, 3, generator=generator), torch.randn(1, generator=generator)]
+    params = [torch.randn(4, generator=generator), torch.randn(2, 3, generator=generator),
+              torch.randn(1, generator=generator)]
     grads = [torch.randn_like(p) for p in params]
     momentum = [torch.randn_like(p) for p in params]
     full = [p - 0.1 * (0.9 * m + g) for p, g, m in zip(params, grads, momentum)]
