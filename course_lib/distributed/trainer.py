@@ -214,6 +214,14 @@ def _train(settings: TrainSettings, rank: int, world_size: int, device: torch.de
     log(f"{world_size} process(es) on {device}; {settings.batch_size} windows per process, "
         f"global batch {world_size * settings.batch_size}")
 
+    def progress_now() -> dict:  # what a state records of the run so far (a resumed run goes on from it)
+        return dict(step=step, tokens=tokens, elapsed=time.perf_counter() - start, eval_seconds=eval_seconds,
+                    history=history, settings=resumable)
+
+    def save(progress: dict) -> None:
+        save_state(settings.state, core, optimizer, generator, progress, rank, world_size, device)
+        log(f"wrote the resumable state at step {step} to {settings.state}")
+
     budget = settings.minutes * 60
     step, tokens, history = progress["step"], progress["tokens"], progress["history"]
     eval_seconds = progress["eval_seconds"]
@@ -252,17 +260,10 @@ def _train(settings: TrainSettings, rank: int, world_size: int, device: torch.de
                 f"({tokens / max(elapsed - eval_seconds, 1e-9):,.0f} tokens/s)")
         if settings.state_every and step % settings.state_every == 0 and step not in (settings.steps,
                                                                                       settings.stop_after):
-            # A periodic state (the last step's is written after the loop): a resumed run goes on from here.
-            progress = dict(step=step, tokens=tokens, elapsed=time.perf_counter() - start, eval_seconds=eval_seconds,
-                            history=history, settings=resumable)
-            save_state(settings.state, core, optimizer, generator, progress, rank, world_size, device)
-            log(f"wrote the resumable state at step {step} to {settings.state}")
-    seconds = time.perf_counter() - start
-    progress = dict(step=step, tokens=tokens, elapsed=seconds, eval_seconds=eval_seconds, history=history,
-                    settings=resumable)
+            save(progress_now())  # a periodic state (the last step's is written after the loop)
+    progress = progress_now()
     if settings.state is not None:
-        save_state(settings.state, core, optimizer, generator, progress, rank, world_size, device)
-        log(f"wrote the resumable state at step {step} to {settings.state}")
+        save(progress)
     if rank != 0:
         return None
     return _finish(settings, core, corpus, progress, world_size, device, log)
