@@ -8,7 +8,8 @@
   and each run can tell its own processes from the others'. A slot is skipped while any process
   still runs as one of its uids (a run killed without cleaning up). Slots are taken round-robin, so
   a range just given back is the last to be reused. :func:`uids_allocated_here` lists the ranges
-  this process took (the tests look for left-over processes among them only).
+  this process took, and :func:`processes_left_behind_here` the processes still running as them
+  (the tests' check that no sandboxed process outlives its sandbox).
 
 Not covered: running anything as those uids (:mod:`~course_grader.sandbox_child`).
 """
@@ -20,12 +21,12 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["SLOTS", "UID_BASE", "UIDS_PER_SANDBOX", "GpuLock", "UidRange", "allocate_uids", "processes_of",
-           "uids_allocated_here"]
+           "processes_left_behind_here", "uids_allocated_here"]
 
 UID_BASE = 61_000  # the sandbox's uids: UID_BASE .. UID_BASE + SLOTS * UIDS_PER_SANDBOX - 1
 UIDS_PER_SANDBOX = 100  # a sandbox's part number n runs as its first uid + n % UIDS_PER_SANDBOX
 SLOTS = 64
-_ALLOCATED: list[range] = []
+_ALLOCATED: list[UidRange] = []  # every range this process took, released or not
 
 
 class GpuLock:
@@ -47,8 +48,8 @@ class GpuLock:
 class UidRange:
     """A slot's uids, held until :meth:`release` (or this process's end)."""
 
-    def __init__(self, slot: int, fd: int):
-        self.slot, self._fd = slot, fd
+    def __init__(self, slot: int, fd: int, slot_file: Path):
+        self.slot, self._fd, self.slot_file = slot, fd, slot_file
         self.uids = range(UID_BASE + slot * UIDS_PER_SANDBOX, UID_BASE + (slot + 1) * UIDS_PER_SANDBOX)
 
     def release(self) -> None:
@@ -91,18 +92,19 @@ def allocate_uids(folder: Path | None = None) -> UidRange:
         start = int(os.pread(counter, 16, 0) or b"0") % SLOTS
         for step in range(SLOTS):
             slot = (start + step) % SLOTS
-            fd = os.open(folder / f"slot-{slot:02d}", os.O_RDWR | os.O_CREAT, 0o600)
+            slot_file = folder / f"slot-{slot:02d}"
+            fd = os.open(slot_file, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 continue
-            taken = UidRange(slot, fd)
+            taken = UidRange(slot, fd, slot_file)
             if processes_of(taken.uids):  # left behind by a run that died: not safe to share
                 taken.release()
                 continue
             os.pwrite(counter, f"{slot + 1:<16}".encode(), 0)
-            _ALLOCATED.append(taken.uids)
+            _ALLOCATED.append(taken)
             return taken
     finally:
         os.close(counter)
@@ -111,4 +113,33 @@ def allocate_uids(folder: Path | None = None) -> UidRange:
 
 def uids_allocated_here() -> list[range]:
     """The uid ranges this process allocated so far (released or not)."""
-    return list(_ALLOCATED)
+    return [taken.uids for taken in _ALLOCATED]
+
+
+def processes_left_behind_here() -> list[int]:
+    """Pids of live processes running as a uid this process allocated, except in slots that another
+    process holds now. Slots are reused round-robin by every grading process on the machine (test
+    workers side by side included), so a range this process gave back long ago may be another
+    sandbox's by now, and the processes in it are that sandbox's. They cannot be ours: a slot is only
+    handed out once no process runs as its uids."""
+    found: set[int] = set()
+    for taken in _ALLOCATED:
+        if taken._fd is None and _held_by_another(taken.slot_file):
+            continue
+        found.update(processes_of(taken.uids))
+    return sorted(found)
+
+
+def _held_by_another(slot_file: Path) -> bool:
+    """Whether some open file description holds the slot's lock (called only for slots this process let go)."""
+    try:
+        fd = os.open(slot_file, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False  # closing the descriptor below drops the lock at once
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)

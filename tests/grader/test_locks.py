@@ -1,7 +1,8 @@
 """Machine-wide resources of grading (:mod:`course_grader.locks`): each sandbox's own uids, runs side by side.
 
 Fast tests pin the uid slots: two sandboxes never share a uid range, a slot whose uids still run a
-process is skipped, and slots are reused round-robin. The slow test runs two sandboxed grading runs
+process is skipped, slots are reused round-robin, and a slot reused by another process does not make
+its processes look like ones this process left behind. The slow test runs two sandboxed grading runs
 at once on the same machine (one of them holding a fork bomb at its process limit for its whole
 time limit): both grade every student right, and no process of one ever runs under a uid of the other.
 """
@@ -23,6 +24,13 @@ from tests.paths import FIXTURES, REPO
 
 LAB = lab_files("attention").assignment
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
+
+
+@pytest.fixture(autouse=True)
+def _forget_allocations_in_scratch_folders(monkeypatch):
+    """Ranges taken here in a scratch folder share their uids with the machine's real slots: they must
+    not stay on this test process's list, or its left-over check would look at other workers' sandboxes."""
+    monkeypatch.setattr(locks, "_ALLOCATED", [])
 
 
 def test_two_sandboxes_get_disjoint_uid_ranges_and_a_released_one_is_reused_last(tmp_path):
@@ -61,6 +69,51 @@ def test_a_slot_whose_uids_still_run_a_process_is_skipped(tmp_path):
     finally:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
+
+
+def _run_as(uid: int, hold_slot_in=None) -> int:
+    """A child process running as ``uid`` until killed; with ``hold_slot_in``, it first takes that folder's
+    next slot and keeps it, like a sandbox of another grading process."""
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if hold_slot_in is not None:
+                locks.allocate_uids(hold_slot_in)
+            os.setgid(uid)
+            os.setuid(uid)
+            os.write(ready_write, b"1")
+            time.sleep(30)
+        finally:
+            os._exit(0)
+    os.close(ready_write)
+    assert os.read(ready_read, 1) == b"1"
+    os.close(ready_read)
+    return pid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running a process as another uid needs root")
+def test_processes_in_a_slot_given_back_count_as_left_behind_until_another_process_takes_the_slot(tmp_path):
+    (tmp_path / "next").write_text("0")
+    mine = locks.allocate_uids(tmp_path)
+    assert mine.slot == 0 and locks.uids_allocated_here() == [mine.uids]
+    mine.release()
+    straggler = _run_as(mine.uids.start + 7)  # as if a part of this process's sandbox outlived it
+    try:
+        assert locks.processes_left_behind_here() == [straggler]
+    finally:
+        os.kill(straggler, 9)
+        os.waitpid(straggler, 0)
+    assert locks.processes_left_behind_here() == []
+    # Another grading process (another test worker) gets slot 0 when the round-robin comes back to it.
+    (tmp_path / "next").write_text("0")
+    other = _run_as(mine.uids.start + 3, hold_slot_in=tmp_path)
+    try:
+        assert other in locks.processes_of(mine.uids)  # its uids are the ones this process had...
+        assert locks.processes_left_behind_here() == []  # ...but it is not this process's left-over
+    finally:
+        os.kill(other, 9)
+        os.waitpid(other, 0)
 
 
 @pytest.mark.slow
