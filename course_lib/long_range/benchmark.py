@@ -28,7 +28,7 @@ __all__ = ["PATTERNS", "RECORDED", "RERUN", "SETTING", "measure", "plot_benchmar
            "time_ratios", "unavailable"]
 
 RECORDED = "long_range_memory.json"  # in course_lib/checkpoints: written by scripts/bench_long_range.py --record
-RERUN = "long_range_memory_rerun.json"  # the same script a day later on a fresh VM (--json), kept as measured
+RERUN = "long_range_memory_rerun.json"  # the same script the next day on a fresh VM (--json), kept as measured
 SETTING = {"batch": 1, "heads": 8, "head_dim": 64, "dtype": "float32", "window": 256, "global_tokens": 4,
            "block_size": 64, "random_blocks": 3, "lsh_chunk": 64, "num_hashes": 1, "tile_size": 256}
 PATTERNS = {
