@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
 
@@ -92,12 +92,17 @@ def _same(before: torch.Tensor, after: torch.Tensor) -> bool:
 
 
 class InputRecord:
-    """The input tensors of one call, each with a copy of its values taken before the call."""
+    """Input tensors, each with a copy of its values taken now: ``named_values`` is ``(name, value)`` pairs,
+    whose tensors (inside dicts, lists and tuples too) are named by their path. :meth:`of_call` names one
+    call's arguments after the function's parameters."""
 
-    def __init__(self, function: Callable, name: str, args: tuple, kwargs: dict):
+    def __init__(self, named_values: Iterable[tuple[str, object]]):
         self.inputs = [(path, tensor, tensor.detach().clone())
-                       for argument, value in _named_arguments(function, name, args, kwargs)
-                       for path, tensor in _tensors_in(value, argument)]
+                       for argument, value in named_values for path, tensor in _tensors_in(value, argument)]
+
+    @classmethod
+    def of_call(cls, function: Callable, name: str, args: tuple, kwargs: dict) -> InputRecord:
+        return cls(_named_arguments(function, name, args, kwargs))
 
     def first_modified(self) -> str | None:
         """The first input (as ``"q (shape (2, 3, 8))"``) whose shape, dtype or values changed, else None."""

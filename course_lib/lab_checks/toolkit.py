@@ -94,7 +94,7 @@ def call_student(function: Callable, *args, name: str | None = None, **kwargs):
     """
     name = name or getattr(function, "__name__", "your function")
     args, kwargs = clone_nested(args), clone_nested(kwargs)
-    record = InputRecord(function, name, args, kwargs)
+    record = InputRecord.of_call(function, name, args, kwargs)
     try:
         result = function(*args, **kwargs)
     except CheckFailed:

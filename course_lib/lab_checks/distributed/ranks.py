@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from ...distributed.simulated import run_ranks_logged
 from ..hints import hint_for_exception
-from ..inputs import IN_PLACE_HINT, _same, _tensors_in, clone_nested
+from ..inputs import IN_PLACE_HINT, InputRecord, clone_nested
 from ..toolkit import CheckFailed, fail
 
 __all__ = ["RUNNER", "call_on_ranks", "count"]
@@ -35,9 +35,8 @@ def call_on_ranks(function: Callable, per_rank_args: Sequence[Sequence], *, name
     ``len(per_rank_args)`` simulated ranks: (results, logs) by rank."""
     world_size = len(per_rank_args)
     copies = clone_nested([list(args) for args in per_rank_args])
-    before = [(f"rank {rank}'s {path}", tensor, tensor.detach().clone())
-              for rank, args in enumerate(copies) for argument, value in zip(arg_names, args)
-              for path, tensor in _tensors_in(value, argument)]
+    record = InputRecord((f"rank {rank}'s {argument}", value)
+                         for rank, args in enumerate(copies) for argument, value in zip(arg_names, args))
     try:
         outputs = _driver(function, group_at)(world_size, copies)
     except CheckFailed:
@@ -48,10 +47,10 @@ def call_on_ranks(function: Callable, per_rank_args: Sequence[Sequence], *, name
              hint_for_exception(error) or ("every rank must make the same collectives, in the same order, on "
                                            "tensors of the same size (a rank that owns nothing still takes part)."
                                            if "collective" in str(error) else None))
-    for path, tensor, saved in before:
-        if not _same(saved, tensor.detach()):
-            fail(f"{name} modified its input {path} in place (on {context}); a graded function must leave its "
-                 f"inputs as they were", IN_PLACE_HINT)
+    modified = record.first_modified()
+    if modified:
+        fail(f"{name} modified its input {modified} in place (on {context}); a graded function must leave its "
+             f"inputs as they were", IN_PLACE_HINT)
     if not (isinstance(outputs, (list, tuple)) and len(outputs) == world_size):
         fail(f"running {name} on {world_size} ranks gave no result per rank (on {context})")
     results = [output[0] for output in outputs]
