@@ -38,6 +38,7 @@ grades and its score: :mod:`~course_grader.autograder`.
 from __future__ import annotations
 
 import _thread
+import inspect
 import linecache
 import mmap
 import os
@@ -68,6 +69,17 @@ def _code_objects(code) -> list:
     return found
 
 
+def _functions_defined_in(module) -> list:
+    """The functions ``module`` itself defines, its classes' methods included (static and class methods too)."""
+    found = []
+    for value in vars(module).values():
+        for member in vars(value).values() if isinstance(value, type) else (value,):
+            member = getattr(member, "__func__", member)  # staticmethod, classmethod
+            if inspect.isfunction(member) and member.__module__ == module.__name__:
+                found.append(member)
+    return found
+
+
 class Guard:
     """The policy for one sandboxed child: which frames are allowed, the hooks, the shared record."""
 
@@ -86,12 +98,16 @@ class Guard:
 
     # --- what is whose -------------------------------------------------------------------------
 
+    def _mark(self, codes, ids: set[int]) -> None:
+        """Put the code objects' ids into ``ids`` (allowed or student), keeping the objects alive so their ids stay theirs."""
+        for code in codes:
+            ids.add(id(code))
+            self._keep.append(code)
+
     def compile(self, source: str, filename: str, *, allowed: bool):
         """Compile one cell; its code is the set-up's (``allowed``) or the student's."""
         code = compile(source, filename, "exec")
-        for nested in _code_objects(code):
-            (self.allowed if allowed else self.student).add(id(nested))
-            self._keep.append(nested)
+        self._mark(_code_objects(code), self.allowed if allowed else self.student)
         return code
 
     def allow_helpers(self, helpers: dict) -> None:
@@ -99,27 +115,17 @@ class Guard:
         for helper in helpers.values():
             code = getattr(getattr(helper, "func", helper), "__code__", None)  # a function or a partial of one
             if code is not None:
-                self.allowed.add(id(code))
-                self._keep.append(code)
+                self._mark([code], self.allowed)
 
     def allow_modules_of(self, runners: dict) -> None:
         """A lab's runners (trusted drivers that call a student's function, e.g. once per simulated rank) and
         everything their modules define, methods included: the objects they hand the student's code (a
         simulated process group) are called from student frames and from the runners' own threads."""
-        import inspect
-
         for runner in runners.values():
             module = sys.modules.get(getattr(runner, "__module__", None) or "")
-            if module is None:
-                continue
-            for value in vars(module).values():
-                members = vars(value).values() if isinstance(value, type) else (value,)
-                for member in members:
-                    member = getattr(member, "__func__", member)  # staticmethod, classmethod
-                    if inspect.isfunction(member) and member.__module__ == module.__name__:
-                        for code in _code_objects(member.__code__):
-                            self.allowed.add(id(code))
-                            self._keep.append(code)
+            if module is not None:
+                for function in _functions_defined_in(module):
+                    self._mark(_code_objects(function.__code__), self.allowed)
 
     def label(self, filename: str) -> str | None:
         """What a code object's file belongs to (``None``: neither course_lib nor the grader)."""

@@ -86,7 +86,7 @@ def _load(sock: socket.socket, header: dict, guard: Guard, references: dict, dev
 
 
 def _call(header: dict, arrays: list, namespace: dict, guard: Guard, device: str,
-          runners: dict | None = None) -> tuple[dict, list]:
+          runners: dict) -> tuple[dict, list]:
     """One call: the reply and its arrays (the result, then the arguments if the function changed them).
     With ``"runner"`` in the header, the call is ``runner(student_function, *args)``: a lab's trusted driver
     (e.g. the distributed lab's ``run_ranks``, which calls the function once per simulated rank)."""
@@ -94,7 +94,7 @@ def _call(header: dict, arrays: list, namespace: dict, guard: Guard, device: str
     kwargs = {k: decode(v, arrays, device) for k, v in header["kwargs"].items()}
     function = namespace[header["name"]]
     if header.get("runner") is not None:
-        runner = (runners or {}).get(header["runner"])
+        runner = runners.get(header["runner"])
         if runner is None:
             raise LookupError(f"the sandbox holds no runner {safe_text(str(header['runner']), 100)}")
         function = functools.partial(runner, function)
@@ -117,9 +117,10 @@ def serve(sock: socket.socket, max_bytes: int, device: str, references: dict, ro
     """Load the part, then answer calls until the parent hangs up. Errors are replies, never the end:
     SystemExit and KeyboardInterrupt too. ``runners``: the lab's trusted drivers (their modules' code is
     allowed by the reference policy, like the set-up's)."""
+    runners = runners or {}
     guard = Guard(roots)
     guard.install()
-    guard.allow_modules_of(runners or {})
+    guard.allow_modules_of(runners)
     _forget_grader_modules()
     header, _ = recv(sock, max_bytes)
     namespace, out = {}, []
